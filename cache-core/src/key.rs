@@ -1,0 +1,158 @@
+//! Normalised cache keys: `host + path + ?sorted-query`.
+//!
+//! Two requests that the origin answers identically should share one entry: the host is
+//! lower-cased (and a trailing dot or default port dropped), query parameters are sorted and
+//! configured tracking parameters dropped. The path is taken as given: dot-segment removal and
+//! rejection of ambiguous paths belong to the HTTP layer, before a key is built.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// What the key keeps of a query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Parameter names dropped from the key; a trailing `*` matches a prefix (`utm_*`).
+    pub ignored_params: Vec<String>,
+}
+
+impl KeyPolicy {
+    fn ignores(&self, name: &str) -> bool {
+        self.ignored_params
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == p,
+            })
+    }
+}
+
+/// Why a key could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The host is empty.
+    #[error("empty host")]
+    EmptyHost,
+    /// The host has characters no host name or address has.
+    #[error("invalid host {0:?}")]
+    InvalidHost(String),
+    /// The path does not start with `/`.
+    #[error("path {0:?} does not start with '/'")]
+    RelativePath(String),
+}
+
+/// A normalised cache key. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Arc<str>);
+
+impl CacheKey {
+    /// Builds the key of `host` and `path_and_query` (`/a/b?x=1`) under `policy`.
+    pub fn new(host: &str, path_and_query: &str, policy: &KeyPolicy) -> Result<Self, KeyError> {
+        let host = normalise_host(host)?;
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        if !path.starts_with('/') {
+            return Err(KeyError::RelativePath(path.to_string()));
+        }
+        let mut params: Vec<&str> = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|p| !p.is_empty())
+            .filter(|p| !policy.ignores(p.split_once('=').map_or(*p, |(n, _)| n)))
+            .collect();
+        // Sort by name, then value; stable so repeated names keep a deterministic order.
+        params.sort_by(|a, b| {
+            let (an, av) = a.split_once('=').unwrap_or((a, ""));
+            let (bn, bv) = b.split_once('=').unwrap_or((b, ""));
+            an.cmp(bn).then(av.cmp(bv))
+        });
+        let mut key = String::with_capacity(host.len() + path_and_query.len());
+        key.push_str(&host);
+        key.push_str(path);
+        if !params.is_empty() {
+            key.push('?');
+            key.push_str(&params.join("&"));
+        }
+        Ok(Self(key.into()))
+    }
+
+    /// A key taken verbatim (already normalised, e.g. received on the wire).
+    pub fn from_normalised(key: impl Into<Arc<str>>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shared string behind the key.
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn normalise_host(host: &str) -> Result<String, KeyError> {
+    let mut h = host.trim().to_ascii_lowercase();
+    if let Some(stripped) = h.strip_suffix(":80") {
+        h = stripped.to_string();
+    }
+    if let Some(stripped) = h.strip_suffix('.') {
+        h = stripped.to_string();
+    }
+    if h.is_empty() {
+        return Err(KeyError::EmptyHost);
+    }
+    let ok = h
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_'));
+    if !ok {
+        return Err(KeyError::InvalidHost(host.to_string()));
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation() {
+        let p = KeyPolicy {
+            ignored_params: vec!["utm_*".into(), "fbclid".into()],
+        };
+        let k = |h, pq| CacheKey::new(h, pq, &p).unwrap().as_str().to_string();
+        assert_eq!(k("Example.COM", "/a?b=2&a=1"), "example.com/a?a=1&b=2");
+        assert_eq!(k("example.com:80", "/a?a=1&b=2"), "example.com/a?a=1&b=2");
+        assert_eq!(
+            k("example.com.", "/a?utm_source=x&fbclid=y&&z"),
+            "example.com/a?z"
+        );
+        assert_eq!(k("example.com", "/a?"), "example.com/a");
+        assert_eq!(
+            k("example.com:8080", "/a?x=2&x=1"),
+            "example.com:8080/a?x=1&x=2"
+        );
+        assert_eq!(k("[::1]:8080", "/"), "[::1]:8080/");
+        assert_eq!(CacheKey::new("", "/", &p), Err(KeyError::EmptyHost));
+        assert!(matches!(
+            CacheKey::new("a b", "/", &p),
+            Err(KeyError::InvalidHost(_))
+        ));
+        assert!(matches!(
+            CacheKey::new("a/b", "/", &p),
+            Err(KeyError::InvalidHost(_))
+        ));
+        assert!(matches!(
+            CacheKey::new("a", "x", &p),
+            Err(KeyError::RelativePath(_))
+        ));
+    }
+}

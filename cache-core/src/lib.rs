@@ -1,0 +1,36 @@
+//! # Shoal cache core
+//!
+//! The sans-IO heart of Shoal: no sockets, no spawned tasks. Everything an edge and the
+//! origin must agree on, and everything that decides what is cached and for how long.
+//!
+//! # Layout
+//!
+//! - [`store`]: the byte-bounded [`Store`] with selectable eviction ([`Policy`]: `lru` and
+//!   `tinylfu` on moka, `s3fifo` in [`s3fifo`](crate::store) terms) and coalesced fills.
+//! - [`object`]: [`CachedObject`], what the store holds for HTTP, and the [`Cacheable`] trait.
+//! - [`freshness`]: RFC 9111 Cache-Control parsing, storability, lifetime, age, stale windows.
+//! - [`key`]: normalised [`CacheKey`]s.
+//! - [`ring`]: the consistent-hash [`Ring`] that assigns each key an owner edge.
+//! - [`wire`]: the versioned, size-limited edge ↔ origin frames.
+//! - [`status`]: [`CacheStatus`] and [`NoStoreReason`] for headers, metrics and logs.
+//! - [`size`]: parsing of sizes such as `64MiB`.
+//! - [`error`]: the crate's error enums.
+
+pub mod error;
+pub mod freshness;
+pub mod key;
+pub mod object;
+pub mod ring;
+mod s3fifo;
+pub mod size;
+pub mod status;
+pub mod store;
+pub mod wire;
+
+pub use error::{ConfigError, Error, FillError, RingError, WireError};
+pub use freshness::{CacheControl, Exchange, Freshness, FreshnessPolicy, FreshnessState};
+pub use key::{CacheKey, KeyError, KeyPolicy};
+pub use object::{Cacheable, CachedObject, Sized};
+pub use ring::Ring;
+pub use status::{CacheStatus, NoStoreReason};
+pub use store::{FillOutcome, Filled, Lookup, Policy, Store, StoreConfig, StoreStats};

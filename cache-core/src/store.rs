@@ -1,0 +1,537 @@
+//! The byte-bounded object store with a selectable eviction policy and coalesced fills.
+//!
+//! [`Store`] is a cheap `Clone` handle. `lru` and `tinylfu` are moka's async cache with a
+//! byte weigher and per-entry expiry ([`Cacheable::time_to_live`]: freshness lifetime plus
+//! stale windows, a memory bound only — serving decisions stay with
+//! [`crate::freshness`]); `s3fifo` is [`crate::s3fifo`]. All three sit behind the same
+//! methods and the same fill coalescing, which is done here rather than with moka's
+//! `try_get_with` so that every policy coalesces, fails and counts identically.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+use crate::error::{ConfigError, FillError};
+use crate::freshness::FreshnessState;
+use crate::object::{Cacheable, CachedObject};
+use crate::s3fifo::S3Fifo;
+use crate::status::NoStoreReason;
+
+/// Eviction policy of a [`Store`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Least recently used (moka's LRU policy).
+    Lru,
+    /// moka's default: TinyLFU admission with LRU eviction (no window). Rejects new and
+    /// large objects it has not seen often; measured below LRU on web and KV traces.
+    TinyLfu,
+    /// S3-FIFO (SOSP 2023), the default: highest hit ratio of the three on every trace in
+    /// `../shared/traces` (see the README).
+    #[default]
+    S3Fifo,
+}
+
+impl Policy {
+    /// Every policy, in a stable order.
+    pub const ALL: [Self; 3] = [Self::Lru, Self::TinyLfu, Self::S3Fifo];
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lru => "lru",
+            Self::TinyLfu => "tinylfu",
+            Self::S3Fifo => "s3fifo",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "lru" => Ok(Self::Lru),
+            "tinylfu" => Ok(Self::TinyLfu),
+            "s3fifo" => Ok(Self::S3Fifo),
+            _ => Err(ConfigError::Policy(s.to_string())),
+        }
+    }
+}
+
+/// Store settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Capacity in bytes (in weight units: see [`Cacheable::weight`]). Default 256 MiB.
+    pub capacity: u64,
+    /// Objects heavier than this are never stored. Default 16 MiB; at most `u32::MAX`.
+    pub max_object_size: u64,
+    /// Eviction policy. Default [`Policy::S3Fifo`].
+    pub policy: Policy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 256 << 20,
+            max_object_size: 16 << 20,
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the settings, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity == 0 {
+            return Err(ConfigError::Invalid {
+                field: "capacity",
+                reason: "must be at least 1 byte".into(),
+            });
+        }
+        if self.max_object_size == 0 || self.max_object_size > u64::from(u32::MAX) {
+            return Err(ConfigError::Invalid {
+                field: "max_object_size",
+                reason: format!("must be between 1 and {} bytes", u32::MAX),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why an entry left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalCause {
+    /// Evicted to make room.
+    Size,
+    /// Its time to live ran out.
+    Expired,
+    /// Removed on request (invalidation).
+    Explicit,
+    /// Overwritten by a newer value.
+    Replaced,
+}
+
+/// Live counters, shared with the eviction machinery.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    hits: AtomicU64,
+    fresh_hits: AtomicU64,
+    stale_hits: AtomicU64,
+    misses: AtomicU64,
+    fills: AtomicU64,
+    fill_errors: AtomicU64,
+    coalesced: AtomicU64,
+    not_stored: AtomicU64,
+    evicted_size: AtomicU64,
+    evicted_expired: AtomicU64,
+    evicted_explicit: AtomicU64,
+    replaced: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn evicted(&self, cause: RemovalCause) {
+        bump(match cause {
+            RemovalCause::Size => &self.evicted_size,
+            RemovalCause::Expired => &self.evicted_expired,
+            RemovalCause::Explicit => &self.evicted_explicit,
+            RemovalCause::Replaced => &self.replaced,
+        });
+    }
+}
+
+/// A snapshot of a store's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Lookups that found an entry.
+    pub hits: u64,
+    /// Of those, found fresh ([`Store::lookup`] only).
+    pub fresh_hits: u64,
+    /// Of those, found stale ([`Store::lookup`] only).
+    pub stale_hits: u64,
+    /// Lookups that found nothing.
+    pub misses: u64,
+    /// Fills run (one per coalesced group).
+    pub fills: u64,
+    /// Fills that failed.
+    pub fill_errors: u64,
+    /// Callers that joined a fill already running instead of starting one.
+    pub coalesced: u64,
+    /// Fill results or inserts not stored (too large, or not cacheable).
+    pub not_stored: u64,
+    /// Entries evicted for room.
+    pub evicted_size: u64,
+    /// Entries whose time to live ran out.
+    pub evicted_expired: u64,
+    /// Entries removed on request.
+    pub evicted_explicit: u64,
+    /// Entries overwritten.
+    pub replaced: u64,
+    /// Weight held, in bytes.
+    pub bytes: u64,
+    /// Entries held.
+    pub entries: u64,
+}
+
+/// What a fill produced: the value, and whether (or why not) it may be stored.
+#[derive(Debug, Clone)]
+pub struct Filled<V> {
+    /// The value handed to every waiter.
+    pub value: Arc<V>,
+    /// `Ok` to store it, or the reason it must not be stored.
+    pub storable: Result<(), NoStoreReason>,
+}
+
+/// What a caller of [`Store::fill`] gets.
+#[derive(Debug, Clone)]
+pub struct FillOutcome<V> {
+    /// The filled value.
+    pub value: Arc<V>,
+    /// Whether it was stored, or why not.
+    pub stored: Result<(), NoStoreReason>,
+    /// This caller ran the fill (`false`: it joined one already running). A joiner given a
+    /// value that was not stored because it is per-client (`Private`, `SetCookie`,
+    /// `Authorization`) must not serve it and should fetch for itself.
+    pub leader: bool,
+}
+
+type SharedFill<V> =
+    Shared<BoxFuture<'static, Result<(Arc<V>, Result<(), NoStoreReason>), FillError>>>;
+
+enum Backend<V: Cacheable> {
+    Moka(moka::future::Cache<Arc<str>, Arc<V>>),
+    S3(S3Fifo<V>),
+}
+
+struct Inner<V: Cacheable> {
+    backend: Backend<V>,
+    config: StoreConfig,
+    counters: Arc<Counters>,
+    inflight: Mutex<HashMap<Arc<str>, SharedFill<V>>>,
+}
+
+/// A byte-bounded cache of `Arc<V>` keyed by string, with coalesced fills.
+pub struct Store<V: Cacheable> {
+    inner: Arc<Inner<V>>,
+}
+
+impl<V: Cacheable> Clone for Store<V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<V: Cacheable> fmt::Debug for Store<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Memory bound of moka entries from [`Cacheable::time_to_live`]; the one place the store
+/// reads the wall clock.
+struct TtlExpiry;
+
+impl<V: Cacheable> moka::Expiry<Arc<str>, Arc<V>> for TtlExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, v: &Arc<V>, _: Instant) -> Option<Duration> {
+        v.time_to_live(SystemTime::now())
+    }
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        v: &Arc<V>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        v.time_to_live(SystemTime::now())
+    }
+}
+
+impl<V: Cacheable> Store<V> {
+    /// A store with `config`.
+    pub fn new(config: StoreConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let counters = Arc::new(Counters::default());
+        let backend = match config.policy {
+            Policy::S3Fifo => Backend::S3(S3Fifo::new(config.capacity, counters.clone())),
+            p => {
+                let listener = counters.clone();
+                let policy = if p == Policy::Lru {
+                    moka::policy::EvictionPolicy::lru()
+                } else {
+                    moka::policy::EvictionPolicy::tiny_lfu()
+                };
+                Backend::Moka(
+                    moka::future::Cache::builder()
+                        .max_capacity(config.capacity)
+                        .weigher(|_: &Arc<str>, v: &Arc<V>| {
+                            u32::try_from(v.weight()).unwrap_or(u32::MAX)
+                        })
+                        .eviction_policy(policy)
+                        .expire_after(TtlExpiry)
+                        .eviction_listener(move |_, _, cause| {
+                            listener.evicted(match cause {
+                                moka::notification::RemovalCause::Size => RemovalCause::Size,
+                                moka::notification::RemovalCause::Expired => RemovalCause::Expired,
+                                moka::notification::RemovalCause::Explicit => {
+                                    RemovalCause::Explicit
+                                }
+                                moka::notification::RemovalCause::Replaced => {
+                                    RemovalCause::Replaced
+                                }
+                            })
+                        })
+                        .build(),
+                )
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                counters,
+                inflight: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The settings the store was built with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    async fn get_raw(&self, key: &str) -> Option<Arc<V>> {
+        match &self.inner.backend {
+            Backend::Moka(c) => c.get(key).await,
+            Backend::S3(c) => c.get(key, Instant::now()),
+        }
+    }
+
+    /// The entry for `key`, counting a hit or a miss.
+    pub async fn get(&self, key: &str) -> Option<Arc<V>> {
+        let v = self.get_raw(key).await;
+        bump(if v.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        });
+        v
+    }
+
+    /// Stores `value` under `key` unless it is heavier than the maximum object size or the
+    /// whole capacity. (TinyLFU may still decline to admit it; that shows as a later miss.)
+    pub async fn insert(&self, key: Arc<str>, value: Arc<V>) -> Result<(), NoStoreReason> {
+        self.inner.insert(key, value).await
+    }
+
+    /// Removes `key`; whether it was there.
+    pub async fn remove(&self, key: &str) -> bool {
+        match &self.inner.backend {
+            Backend::Moka(c) => c.remove(key).await.is_some(),
+            Backend::S3(c) => c.remove(key),
+        }
+    }
+
+    /// Removes every entry whose key starts with `prefix`; returns how many (moka: an
+    /// upper bound, as its invalidation is applied lazily but hidden from reads at once).
+    pub async fn remove_prefix(&self, prefix: &str) -> usize {
+        match &self.inner.backend {
+            Backend::Moka(c) => {
+                let p: Arc<str> = prefix.into();
+                let n = c
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&*p))
+                    .map(|(k, _)| k)
+                    .collect::<Vec<_>>();
+                for k in &n {
+                    c.remove(&**k).await;
+                }
+                n.len()
+            }
+            Backend::S3(c) => c.remove_if(|k, _| k.starts_with(prefix)),
+        }
+    }
+
+    /// Runs the fill for `key` unless one is already running, in which case this call
+    /// joins it: every concurrent caller gets the same value or the same error. A value the
+    /// fill marks storable is stored before any caller sees it; an error is never stored.
+    ///
+    /// `fill` is called (only by the caller that runs the fill) while an internal lock is
+    /// held: it must only build the future, not do work.
+    pub async fn fill<F, Fut, E>(&self, key: &str, fill: F) -> Result<FillOutcome<V>, FillError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let (fut, leader) = {
+            let mut map = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match map.get(key) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let k: Arc<str> = key.into();
+                    let inner = self.inner.clone();
+                    let work = fill();
+                    let shared = async move {
+                        let out = match work.await {
+                            Ok(f) => {
+                                bump(&inner.counters.fills);
+                                let stored = match f.storable {
+                                    Ok(()) => inner.insert(k.clone(), f.value.clone()).await,
+                                    Err(r) => {
+                                        bump(&inner.counters.not_stored);
+                                        Err(r)
+                                    }
+                                };
+                                Ok((f.value, stored))
+                            }
+                            Err(e) => {
+                                bump(&inner.counters.fills);
+                                bump(&inner.counters.fill_errors);
+                                Err(FillError::new(e))
+                            }
+                        };
+                        inner
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&k);
+                        out
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert(key.into(), shared.clone());
+                    (shared, true)
+                }
+            }
+        };
+        if !leader {
+            bump(&self.inner.counters.coalesced);
+        }
+        let (value, stored) = fut.await?;
+        Ok(FillOutcome {
+            value,
+            stored,
+            leader,
+        })
+    }
+
+    /// Runs moka's pending maintenance (evictions, expiry, counts). Until it has run,
+    /// moka may briefly hold more than its capacity; S3-FIFO enforces it on every insert.
+    pub async fn run_pending_tasks(&self) {
+        if let Backend::Moka(c) = &self.inner.backend {
+            c.run_pending_tasks().await;
+        }
+    }
+
+    /// Weight held, in bytes (moka: as of the last maintenance).
+    pub fn weighted_size(&self) -> u64 {
+        match &self.inner.backend {
+            Backend::Moka(c) => c.weighted_size(),
+            Backend::S3(c) => c.weighted_size(),
+        }
+    }
+
+    /// Entries held (moka: as of the last maintenance).
+    pub fn entry_count(&self) -> u64 {
+        match &self.inner.backend {
+            Backend::Moka(c) => c.entry_count(),
+            Backend::S3(c) => c.entry_count(),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStats {
+            hits: l(&c.hits),
+            fresh_hits: l(&c.fresh_hits),
+            stale_hits: l(&c.stale_hits),
+            misses: l(&c.misses),
+            fills: l(&c.fills),
+            fill_errors: l(&c.fill_errors),
+            coalesced: l(&c.coalesced),
+            not_stored: l(&c.not_stored),
+            evicted_size: l(&c.evicted_size),
+            evicted_expired: l(&c.evicted_expired),
+            evicted_explicit: l(&c.evicted_explicit),
+            replaced: l(&c.replaced),
+            bytes: self.weighted_size(),
+            entries: self.entry_count(),
+        }
+    }
+}
+
+impl<V: Cacheable> Inner<V> {
+    async fn insert(&self, key: Arc<str>, value: Arc<V>) -> Result<(), NoStoreReason> {
+        let w = value.weight();
+        if w > self.config.max_object_size || w > self.config.capacity {
+            bump(&self.counters.not_stored);
+            return Err(NoStoreReason::TooLarge);
+        }
+        match &self.backend {
+            Backend::Moka(c) => c.insert(key, value).await,
+            Backend::S3(c) => {
+                let ttl = value.time_to_live(SystemTime::now());
+                let expires_at = ttl.and_then(|t| Instant::now().checked_add(t));
+                c.insert(key, value, w, expires_at);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The answer of [`Store::lookup`].
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Found and fresh.
+    Fresh(Arc<CachedObject>),
+    /// Found but stale; the state says whether it may still be served.
+    Stale(Arc<CachedObject>, FreshnessState),
+    /// Not found.
+    Miss,
+}
+
+impl Store<CachedObject> {
+    /// Looks `key` up and classifies it at `now` (HTTP freshness), counting fresh and stale
+    /// hits apart.
+    pub async fn lookup(&self, key: &str, now: SystemTime) -> Lookup {
+        let Some(obj) = self.get(key).await else {
+            return Lookup::Miss;
+        };
+        match obj.state(now) {
+            FreshnessState::Fresh { .. } => {
+                bump(&self.inner.counters.fresh_hits);
+                Lookup::Fresh(obj)
+            }
+            s => {
+                bump(&self.inner.counters.stale_hits);
+                Lookup::Stale(obj, s)
+            }
+        }
+    }
+}
