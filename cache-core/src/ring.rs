@@ -331,4 +331,3 @@ mod tests {
         assert_eq!(got, PINNED);
     }
 }
-
