@@ -33,4 +33,4 @@ pub use key::{CacheKey, KeyError, KeyPolicy};
 pub use object::{Cacheable, CachedObject, Sized};
 pub use ring::Ring;
 pub use status::{CacheStatus, NoStoreReason};
-pub use store::{FillOutcome, Filled, Lookup, Policy, Store, StoreConfig, StoreStats};
+pub use store::{FillOutcome, Filled, GetOrFill, Lookup, Policy, Store, StoreConfig, StoreStats};

@@ -208,10 +208,33 @@ pub struct FillOutcome<V> {
     /// value that was not stored because it is per-client (`Private`, `SetCookie`,
     /// `Authorization`) must not serve it and should fetch for itself.
     pub leader: bool,
+    /// The fill work ran; `false` when the fill found the value already cached by a fill
+    /// that finished just before it.
+    pub ran: bool,
 }
 
-type SharedFill<V> =
-    Shared<BoxFuture<'static, Result<(Arc<V>, Result<(), NoStoreReason>), FillError>>>;
+/// Value, whether it was stored, and whether the fill work ran (`false`: found cached).
+type FillResult<V> = Result<(Arc<V>, Result<(), NoStoreReason>, bool), FillError>;
+type SharedFill<V> = Shared<BoxFuture<'static, FillResult<V>>>;
+
+/// The answer of [`Store::get_or_fill`].
+#[derive(Debug, Clone)]
+pub enum GetOrFill<V> {
+    /// It was cached.
+    Hit(Arc<V>),
+    /// It was filled (by this caller or one it joined).
+    Filled(FillOutcome<V>),
+}
+
+impl<V> GetOrFill<V> {
+    /// The value, however it was obtained.
+    pub fn value(&self) -> &Arc<V> {
+        match self {
+            Self::Hit(v) => v,
+            Self::Filled(f) => &f.value,
+        }
+    }
+}
 
 enum Backend<V: Cacheable> {
     Moka(moka::future::Cache<Arc<str>, Arc<V>>),
@@ -374,10 +397,46 @@ impl<V: Cacheable> Store<V> {
     /// Runs the fill for `key` unless one is already running, in which case this call
     /// joins it: every concurrent caller gets the same value or the same error. A value the
     /// fill marks storable is stored before any caller sees it; an error is never stored.
+    /// Use this to refresh an entry (it does not look at the cache first).
     ///
     /// `fill` is called (only by the caller that runs the fill) while an internal lock is
     /// held: it must only build the future, not do work.
     pub async fn fill<F, Fut, E>(&self, key: &str, fill: F) -> Result<FillOutcome<V>, FillError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.fill_inner(key, false, fill).await
+    }
+
+    /// The cached value for `key`, or else the result of a coalesced [`Self::fill`].
+    /// Exactly one fill runs for any number of concurrent callers of a missing key, including
+    /// callers that missed just before an earlier fill stored the value.
+    pub async fn get_or_fill<F, Fut, E>(
+        &self,
+        key: &str,
+        fill: F,
+    ) -> Result<GetOrFill<V>, FillError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(v) = self.get(key).await {
+            return Ok(GetOrFill::Hit(v));
+        }
+        self.fill_inner(key, true, fill)
+            .await
+            .map(GetOrFill::Filled)
+    }
+
+    async fn fill_inner<F, Fut, E>(
+        &self,
+        key: &str,
+        recheck: bool,
+        fill: F,
+    ) -> Result<FillOutcome<V>, FillError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
@@ -396,24 +455,7 @@ impl<V: Cacheable> Store<V> {
                     let inner = self.inner.clone();
                     let work = fill();
                     let shared = async move {
-                        let out = match work.await {
-                            Ok(f) => {
-                                bump(&inner.counters.fills);
-                                let stored = match f.storable {
-                                    Ok(()) => inner.insert(k.clone(), f.value.clone()).await,
-                                    Err(r) => {
-                                        bump(&inner.counters.not_stored);
-                                        Err(r)
-                                    }
-                                };
-                                Ok((f.value, stored))
-                            }
-                            Err(e) => {
-                                bump(&inner.counters.fills);
-                                bump(&inner.counters.fill_errors);
-                                Err(FillError::new(e))
-                            }
-                        };
+                        let out = inner.run_fill(&k, recheck, work).await;
                         inner
                             .inflight
                             .lock()
@@ -431,11 +473,12 @@ impl<V: Cacheable> Store<V> {
         if !leader {
             bump(&self.inner.counters.coalesced);
         }
-        let (value, stored) = fut.await?;
+        let (value, stored, ran) = fut.await?;
         Ok(FillOutcome {
             value,
             stored,
             leader,
+            ran,
         })
     }
 
@@ -487,6 +530,41 @@ impl<V: Cacheable> Store<V> {
 }
 
 impl<V: Cacheable> Inner<V> {
+    async fn run_fill<Fut, E>(&self, key: &Arc<str>, recheck: bool, work: Fut) -> FillResult<V>
+    where
+        Fut: Future<Output = Result<Filled<V>, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        // A fill that finished between our caller's miss and our registration has stored its
+        // value already (it stores before it unregisters): use it instead of fetching again.
+        if recheck {
+            let cached = match &self.backend {
+                Backend::Moka(c) => c.get(&**key).await,
+                Backend::S3(c) => c.get(key, Instant::now()),
+            };
+            if let Some(v) = cached {
+                return Ok((v, Ok(()), false));
+            }
+        }
+        bump(&self.counters.fills);
+        match work.await {
+            Ok(f) => {
+                let stored = match f.storable {
+                    Ok(()) => self.insert(key.clone(), f.value.clone()).await,
+                    Err(r) => {
+                        bump(&self.counters.not_stored);
+                        Err(r)
+                    }
+                };
+                Ok((f.value, stored, true))
+            }
+            Err(e) => {
+                bump(&self.counters.fill_errors);
+                Err(FillError::new(e))
+            }
+        }
+    }
+
     async fn insert(&self, key: Arc<str>, value: Arc<V>) -> Result<(), NoStoreReason> {
         let w = value.weight();
         if w > self.config.max_object_size || w > self.config.capacity {

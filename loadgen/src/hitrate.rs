@@ -55,7 +55,10 @@ impl FromStr for Capacity {
             return Ok(Self::ShareOfObjects(pct(n)?));
         }
         if let Some(n) = t.strip_suffix("obj") {
-            let v: u64 = n.trim().parse().map_err(|_| err("not a whole number of objects"))?;
+            let v: u64 = n
+                .trim()
+                .parse()
+                .map_err(|_| err("not a whole number of objects"))?;
             if v == 0 {
                 return Err(err("must be at least 1 object"));
             }
@@ -176,7 +179,12 @@ async fn replay_store(
                 Units::Bytes => r.size,
                 Units::Objects => 1,
             };
-            if store.insert(key.clone(), Arc::new(Sized { size })).await.is_ok() && moka {
+            if store
+                .insert(key.clone(), Arc::new(Sized { size }))
+                .await
+                .is_ok()
+                && moka
+            {
                 store.run_pending_tasks().await;
             }
         }
@@ -317,8 +325,7 @@ pub fn run(trace: &Trace, capacities: &[(String, Capacity)]) -> Result<Report, L
                             policy: name.clone(),
                             default: name.parse::<Policy>().ok() == Some(Policy::default()),
                             object_hit_ratio: 100.0 * tally.hits as f64 / total,
-                            byte_hit_ratio: 100.0 * tally.hit_bytes as f64
-                                / requested_bytes as f64,
+                            byte_hit_ratio: 100.0 * tally.hit_bytes as f64 / requested_bytes as f64,
                             hits: tally.hits,
                             hit_bytes: tally.hit_bytes,
                             millis: start.elapsed().as_millis() as u64,
@@ -399,10 +406,22 @@ mod tests {
 
     #[test]
     fn capacity_forms() {
-        assert_eq!("64MiB".parse::<Capacity>().unwrap(), Capacity::Bytes(64 << 20));
-        assert_eq!("1%".parse::<Capacity>().unwrap(), Capacity::ShareOfBytes(1.0));
-        assert_eq!("1435obj".parse::<Capacity>().unwrap(), Capacity::Objects(1435));
-        assert_eq!("0.1%obj".parse::<Capacity>().unwrap(), Capacity::ShareOfObjects(0.1));
+        assert_eq!(
+            "64MiB".parse::<Capacity>().unwrap(),
+            Capacity::Bytes(64 << 20)
+        );
+        assert_eq!(
+            "1%".parse::<Capacity>().unwrap(),
+            Capacity::ShareOfBytes(1.0)
+        );
+        assert_eq!(
+            "1435obj".parse::<Capacity>().unwrap(),
+            Capacity::Objects(1435)
+        );
+        assert_eq!(
+            "0.1%obj".parse::<Capacity>().unwrap(),
+            Capacity::ShareOfObjects(0.1)
+        );
         for bad in ["0%", "101%", "x%", "0obj", "-1obj", "lots", "0"] {
             assert!(bad.parse::<Capacity>().is_err(), "{bad} accepted");
         }
@@ -419,7 +438,9 @@ mod tests {
 
     #[test]
     fn every_policy_is_bounded_by_belady_and_counts_bytes() {
-        let ids: Vec<u32> = (0..20_000u32).map(|i| (i * 7919 % 1000) % (1 + i % 300)).collect();
+        let ids: Vec<u32> = (0..20_000u32)
+            .map(|i| (i * 7919 % 1000) % (1 + i % 300))
+            .collect();
         let t = trace(&ids, 10);
         let r = run(&t, &[("5%obj".into(), Capacity::ShareOfObjects(5.0))]).unwrap();
         let res = &r.runs[0].results;

@@ -132,13 +132,23 @@ mod tests {
 
     #[test]
     fn parses_and_renumbers() {
-        let t = Trace::parse("t", b"timestamp,object_id,size\n1,99,10\r\n2,7,5\n3,99,10\n\n").unwrap();
+        let t = Trace::parse(
+            "t",
+            b"timestamp,object_id,size\n1,99,10\r\n2,7,5\n3,99,10\n\n",
+        )
+        .unwrap();
         assert_eq!(
             t.requests,
             vec![
-                Request { object: 0, size: 10 },
+                Request {
+                    object: 0,
+                    size: 10
+                },
                 Request { object: 1, size: 5 },
-                Request { object: 0, size: 10 }
+                Request {
+                    object: 0,
+                    size: 10
+                }
             ]
         );
         assert_eq!(t.unique_bytes(), 15);
@@ -147,11 +157,29 @@ mod tests {
 
     #[test]
     fn bad_lines_name_the_line() {
-        let e = Trace::parse("t", b"1,2,3\n1,x,3\n").unwrap_err().to_string();
-        assert_eq!(e, "t:2: object_id and size must be unsigned integers, got \"1,x,3\"");
-        assert!(Trace::parse("t", b"1,2\n").unwrap_err().to_string().contains("3 fields"));
-        assert!(Trace::parse("t", b"1,2,0\n").unwrap_err().to_string().contains("at least 1"));
+        let e = Trace::parse("t", b"1,2,3\n1,x,3\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t:2: object_id and size must be unsigned integers, got \"1,x,3\""
+        );
+        assert!(
+            Trace::parse("t", b"1,2\n")
+                .unwrap_err()
+                .to_string()
+                .contains("3 fields")
+        );
+        assert!(
+            Trace::parse("t", b"1,2,0\n")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 1")
+        );
         assert!(Trace::parse("t", b"1,99999999999999999999999,1\n").is_err());
-        assert!(matches!(Trace::parse("t", b""), Err(LoadgenError::EmptyTrace(_))));
+        assert!(matches!(
+            Trace::parse("t", b""),
+            Err(LoadgenError::EmptyTrace(_))
+        ));
     }
 }

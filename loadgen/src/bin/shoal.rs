@@ -9,7 +9,11 @@ use shoal_loadgen::hitrate::{self, Capacity};
 use shoal_loadgen::trace::Trace;
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Shoal: a CDN-style distributed caching tier")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: a CDN-style distributed caching tier"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
