@@ -1,1 +1,1 @@
-//! benches
+//! Criterion benchmarks for Shoal; see `benches/`. Run with `cargo bench -p shoal-benches`.

@@ -429,10 +429,11 @@ mod tests {
 
     #[test]
     fn belady_is_exact_on_a_textbook_sequence() {
-        // Capacity 3 over 7 0 1 2 0 3 0 4 2 3 0 3 2: MIN misses 7 times (6 hits),
-        // FIFO hits 3 times.
+        // Capacity 3 over 7 0 1 2 0 3 0 4 2 3 0 3 2. Demand-paging OPT (which must load
+        // every page) hits 6 times; MIN with bypass, as the reference figures count it, never
+        // admits 7, 1 or 4 (not used again) and hits 7 times. FIFO hits 3 times.
         let t = trace(&[7, 0, 1, 2, 0, 3, 0, 4, 2, 3, 0, 3, 2], 1);
-        assert_eq!(replay_belady(&t, Units::Objects, 3).hits, 6);
+        assert_eq!(replay_belady(&t, Units::Objects, 3).hits, 7);
         assert_eq!(replay_fifo(&t, Units::Objects, 3).hits, 3);
     }
 
