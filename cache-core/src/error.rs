@@ -57,6 +57,12 @@ pub enum WireError {
     /// The message could not be encoded (for example it exceeds the frame limit).
     #[error("cannot encode message: {0}")]
     Encode(String),
+    /// The stream ended inside a frame.
+    #[error("stream ended inside a frame ({0} bytes buffered)")]
+    Truncated(usize),
+    /// Reading or writing the stream failed.
+    #[error("stream I/O: {0}")]
+    Io(String),
 }
 
 /// Errors of the hash ring ([`crate::ring`]).

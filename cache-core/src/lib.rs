@@ -15,6 +15,7 @@
 //! - [`status`]: [`CacheStatus`] and [`NoStoreReason`] for headers, metrics and logs.
 //! - [`size`]: parsing of sizes such as `64MiB`.
 //! - [`error`]: the crate's error enums.
+//! - `io` (feature `io`): framed reading and writing over async streams.
 
 pub mod error;
 pub mod freshness;
@@ -26,6 +27,8 @@ pub mod size;
 pub mod status;
 pub mod store;
 pub mod wire;
+#[cfg(feature = "io")]
+pub mod io;
 
 pub use error::{ConfigError, Error, FillError, RingError, WireError};
 pub use freshness::{CacheControl, Exchange, Freshness, FreshnessPolicy, FreshnessState};

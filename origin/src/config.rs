@@ -1,0 +1,107 @@
+//! Origin configuration (TOML; flags override).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::OriginError;
+
+/// A Cache-Control rule: paths ending in `suffix` get `cache_control`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    /// Path suffix, e.g. `.ts`.
+    pub suffix: String,
+    /// The Cache-Control value sent for matching paths.
+    pub cache_control: String,
+}
+
+/// Origin settings. Every field has a default; unknown fields are an error.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginConfig {
+    /// QUIC listen address for edges. Default `127.0.0.1:4433`.
+    pub quic_listen: SocketAddr,
+    /// HTTP admin listen address (`/metrics`, `/healthz`, object writes). Default
+    /// `127.0.0.1:9090`.
+    pub admin_listen: SocketAddr,
+    /// Directory of content served read-only (under the in-memory objects). Default none.
+    pub content_dir: Option<PathBuf>,
+    /// Bearer token for PUT/DELETE. Without one, writes are refused (403).
+    pub admin_token: Option<String>,
+    /// PEM certificate to use; with `key`. Default: generate a self-signed one.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+    /// Where to write the generated certificate (PEM) for edges to pin. Default none.
+    pub cert_out: Option<PathBuf>,
+    /// Names in a generated certificate. Default `localhost`, `127.0.0.1`.
+    pub server_names: Vec<String>,
+    /// Cache-Control by path suffix, first match wins.
+    pub cache_rules: Vec<CacheRule>,
+    /// Cache-Control for paths no rule matches. Default `public, max-age=60`.
+    pub default_cache_control: String,
+    /// Largest object accepted by PUT, in bytes. Default 256 MiB.
+    pub max_object_bytes: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        let immutable = "public, max-age=31536000, immutable";
+        let playlist = "public, max-age=2, stale-while-revalidate=2";
+        Self {
+            quic_listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            content_dir: None,
+            admin_token: None,
+            cert: None,
+            key: None,
+            cert_out: None,
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            cache_rules: [
+                (".ts", immutable),
+                (".m4s", immutable),
+                (".mp4", immutable),
+                (".m3u8", playlist),
+                (".mpd", playlist),
+            ]
+            .into_iter()
+            .map(|(s, c)| CacheRule {
+                suffix: s.into(),
+                cache_control: c.into(),
+            })
+            .collect(),
+            default_cache_control: "public, max-age=60".into(),
+            max_object_bytes: 256 << 20,
+        }
+    }
+}
+
+impl OriginConfig {
+    /// Parses TOML.
+    pub fn from_toml(text: &str) -> Result<Self, OriginError> {
+        let c: Self = toml::from_str(text).map_err(|e| OriginError::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), OriginError> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(OriginError::Config("cert and key must be given together".into()));
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return Err(OriginError::Config("admin_token must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The Cache-Control value for `path`.
+    pub fn cache_control(&self, path: &str) -> &str {
+        self.cache_rules
+            .iter()
+            .find(|r| path.ends_with(&r.suffix))
+            .map_or(&self.default_cache_control, |r| &r.cache_control)
+    }
+}

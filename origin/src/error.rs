@@ -1,0 +1,37 @@
+//! The origin's errors.
+
+/// Everything that can go wrong at the origin.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// A request path is unsafe or malformed (traversal, encoded separators, NUL, …).
+    #[error("bad path {path:?}: {reason}")]
+    BadPath {
+        /// The path as received.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No object at this path.
+    #[error("no object at {0}")]
+    NotFound(String),
+    /// Reading the content directory failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// File involved.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Certificate generation or loading failed.
+    #[error("certificate: {0}")]
+    Cert(String),
+    /// TLS or QUIC setup failed.
+    #[error("QUIC/TLS setup: {0}")]
+    Transport(String),
+    /// A wire frame was malformed or the stream broke.
+    #[error("wire: {0}")]
+    Wire(#[from] shoal_cache_core::WireError),
+    /// A configuration value is invalid.
+    #[error("config: {0}")]
+    Config(String),
+}

@@ -1,0 +1,80 @@
+//! Origin metrics in Prometheus text format.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How a fetch ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum FetchResult {
+    /// Full body sent.
+    Ok,
+    /// Conditional fetch matched: no body.
+    NotModified,
+    /// No such object.
+    NotFound,
+    /// Malformed or unsafe request.
+    BadRequest,
+    /// Origin-side failure.
+    Error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: FetchResult,
+}
+
+/// The origin's metric families.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    fetches: Family<ResultLabels, Counter>,
+    bytes: Counter,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("shoal_origin");
+        let fetches = Family::<ResultLabels, Counter>::default();
+        let bytes = Counter::default();
+        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register("fetches", "Fetches served, by result", fetches.clone());
+        registry.register("body_bytes", "Body bytes sent to edges", bytes.clone());
+        registry.register(
+            "fetch_duration_seconds",
+            "Time to serve a fetch, from request to last byte",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            fetches,
+            bytes,
+            latency,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one fetch.
+    pub fn fetch(&self, result: FetchResult, body_bytes: u64, seconds: f64) {
+        self.fetches.get_or_create(&ResultLabels { result }).inc();
+        self.bytes.inc_by(body_bytes);
+        self.latency.observe(seconds);
+    }
+
+    /// Fetches so far with `result`.
+    pub fn fetches(&self, result: FetchResult) -> u64 {
+        self.fetches.get_or_create(&ResultLabels { result }).get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

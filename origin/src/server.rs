@@ -1,0 +1,233 @@
+//! The QUIC server: one bidirectional stream per fetch.
+//!
+//! The edge sends one [`Message::Fetch`] frame and finishes its side. The origin answers with
+//! a [`Message::ResponseHead`] followed by body chunks of at most 64 KiB (so a large segment
+//! never sits whole in one message), or a [`Message::NotModified`] when the edge's ETag still
+//! matches, then finishes the stream.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use shoal_cache_core::io::write_frame;
+use shoal_cache_core::wire::{
+    BodyChunk, BodyLength, ErrorCode, ErrorMessage, FetchRequest, FrameCodec, MAX_CHUNK, Message,
+    NotModified, ResponseHead,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::error::OriginError;
+use crate::metrics::FetchResult;
+use crate::State;
+
+/// Largest fetch request frame accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Accepts connections until `cancel`, then closes the endpoint and waits for in-flight
+/// streams.
+pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<State>, cancel: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            () = cancel.cancelled() => break,
+            i = endpoint.accept() => i,
+        };
+        let Some(incoming) = incoming else { break };
+        let state = state.clone();
+        let cancel = cancel.clone();
+        let peer = incoming.remote_address();
+        tracker.spawn(
+            async move {
+                match incoming.await {
+                    Ok(conn) => connection(conn, state, cancel).await,
+                    Err(e) => debug!("handshake failed: {e}"),
+                }
+            }
+            .instrument(info_span!("conn", %peer)),
+        );
+    }
+    endpoint.close(0u32.into(), b"origin shutting down");
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            s = conn.accept_bi() => s,
+        };
+        match stream {
+            Ok((send, recv)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = fetch_stream(send, recv, &state).await {
+                        debug!("fetch stream: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                debug!("connection ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+async fn fetch_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    state: &State,
+) -> Result<(), OriginError> {
+    let started = Instant::now();
+    let codec = FrameCodec::default();
+    let raw = recv
+        .read_to_end(MAX_REQUEST)
+        .await
+        .map_err(|e| OriginError::Transport(e.to_string()))?;
+    let fetch = match codec.decode(&raw) {
+        Ok((Message::Fetch(f), _)) => f,
+        Ok((other, _)) => {
+            let msg = format!("expected a fetch request, got {}", variant(&other));
+            return reply_error(&mut send, &codec, None, ErrorCode::BadRequest, msg, state, started).await;
+        }
+        Err(e) => {
+            return reply_error(&mut send, &codec, None, ErrorCode::BadRequest, e.to_string(), state, started)
+                .await;
+        }
+    };
+    let (result, bytes) = respond(&mut send, &codec, &fetch, state).await?;
+    send.finish().map_err(|e| OriginError::Transport(e.to_string()))?;
+    state
+        .metrics
+        .fetch(result, bytes, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn variant(m: &Message) -> &'static str {
+    match m {
+        Message::Fetch(_) => "Fetch",
+        Message::ResponseHead(_) => "ResponseHead",
+        Message::BodyChunk(_) => "BodyChunk",
+        Message::NotModified(_) => "NotModified",
+        Message::Invalidate(_) => "Invalidate",
+        Message::Ack(_) => "Ack",
+        Message::Subscribe(_) => "Subscribe",
+        Message::Lease(_) => "Lease",
+        Message::Heartbeat(_) => "Heartbeat",
+        Message::Error(_) => "Error",
+    }
+}
+
+async fn reply_error(
+    send: &mut quinn::SendStream,
+    codec: &FrameCodec,
+    request_id: Option<u64>,
+    code: ErrorCode,
+    message: String,
+    state: &State,
+    started: Instant,
+) -> Result<(), OriginError> {
+    warn!(?code, %message, "rejecting stream");
+    let msg = Message::Error(ErrorMessage {
+        request_id,
+        code,
+        message,
+    });
+    write_frame(send, codec, &msg).await?;
+    let _ = send.finish();
+    state
+        .metrics
+        .fetch(FetchResult::BadRequest, 0, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A small response with a text body (404, 400, 500).
+fn simple(request_id: u64, status: u16, text: String) -> (ResponseHead, Bytes) {
+    let body = Bytes::from(text);
+    let head = ResponseHead {
+        request_id,
+        status,
+        headers: vec![
+            ("content-type".into(), "text/plain; charset=utf-8".into()),
+            ("cache-control".into(), "no-store".into()),
+            ("date".into(), httpdate_now()),
+        ],
+        length: BodyLength::Known(body.len() as u64),
+        version: 0,
+    };
+    (head, body)
+}
+
+fn httpdate_now() -> String {
+    httpdate::fmt_http_date(SystemTime::now())
+}
+
+async fn respond(
+    send: &mut quinn::SendStream,
+    codec: &FrameCodec,
+    f: &FetchRequest,
+    state: &State,
+) -> Result<(FetchResult, u64), OriginError> {
+    let (result, head, body) = match state.store.get(&f.key).await {
+        Ok(obj) => {
+            let cc = state.config.cache_control(&f.key).to_string();
+            let headers = vec![
+                ("content-type".into(), obj.content_type.clone()),
+                ("cache-control".into(), cc),
+                ("etag".into(), obj.etag.clone()),
+                ("date".into(), httpdate_now()),
+            ];
+            if f.if_none_match.as_deref() == Some(obj.etag.as_str()) {
+                let nm = Message::NotModified(NotModified {
+                    request_id: f.request_id,
+                    etag: obj.etag.clone(),
+                    headers,
+                });
+                write_frame(send, codec, &nm).await?;
+                return Ok((FetchResult::NotModified, 0));
+            }
+            let head = ResponseHead {
+                request_id: f.request_id,
+                status: 200,
+                headers,
+                length: BodyLength::Known(obj.body.len() as u64),
+                version: obj.version,
+            };
+            (FetchResult::Ok, head, obj.body.clone())
+        }
+        Err(OriginError::NotFound(p)) => {
+            let (h, b) = simple(f.request_id, 404, format!("no object at {p}\n"));
+            (FetchResult::NotFound, h, b)
+        }
+        Err(e @ OriginError::BadPath { .. }) => {
+            let (h, b) = simple(f.request_id, 400, format!("{e}\n"));
+            (FetchResult::BadRequest, h, b)
+        }
+        Err(e) => {
+            warn!("fetch {}: {e}", f.key);
+            let (h, b) = simple(f.request_id, 500, "origin failed to read the object\n".into());
+            (FetchResult::Error, h, b)
+        }
+    };
+    write_frame(send, codec, &Message::ResponseHead(head)).await?;
+    let total = body.len() as u64;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + MAX_CHUNK).min(body.len());
+        let chunk = Message::BodyChunk(BodyChunk {
+            request_id: f.request_id,
+            offset: offset as u64,
+            data: body.slice(offset..end),
+            last: end == body.len(),
+        });
+        write_frame(send, codec, &chunk).await?;
+        offset = end;
+        if offset >= body.len() {
+            break;
+        }
+    }
+    Ok((result, total))
+}

@@ -1,0 +1,260 @@
+//! The authoritative objects: an in-memory store written through the admin API, over a
+//! read-only content directory.
+//!
+//! Every object has a version (a global counter, so a rewrite always gets a higher one) and
+//! a strong ETag derived from version and content hash. Memory wins over the directory for
+//! the same path; deleting a memory object reveals the file again (if any).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+
+use crate::error::OriginError;
+
+/// One authoritative object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// The body.
+    pub body: Bytes,
+    /// Monotonic version.
+    pub version: u64,
+    /// Strong ETag (quoted).
+    pub etag: String,
+    /// Media type.
+    pub content_type: String,
+}
+
+impl Object {
+    fn new(body: Bytes, version: u64, content_type: String) -> Self {
+        let h = xxhash_rust::xxh3::xxh3_64(&body);
+        Self {
+            etag: format!("\"{version:x}-{h:016x}\""),
+            body,
+            version,
+            content_type,
+        }
+    }
+}
+
+/// Checks a request path and returns it normalised (percent-decoded, no empty segments).
+/// Rejects anything that could name something outside the content root or that different
+/// layers could read differently: `.`/`..` segments (also percent-encoded), encoded `/` or
+/// `\`, backslashes, NUL and control characters, and relative paths.
+pub fn safe_path(raw: &str) -> Result<String, OriginError> {
+    let bad = |reason| OriginError::BadPath {
+        path: raw.to_string(),
+        reason,
+    };
+    let path = raw.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') {
+        return Err(bad("must start with '/'"));
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        let decoded = percent_decode(seg).ok_or_else(|| bad("malformed percent-encoding"))?;
+        if decoded == "." || decoded == ".." {
+            return Err(bad("dot segments are not allowed"));
+        }
+        if decoded.contains(['/', '\\']) {
+            return Err(bad("encoded or backslash separators are not allowed"));
+        }
+        if decoded.chars().any(char::is_control) {
+            return Err(bad("control characters are not allowed"));
+        }
+        out.push('/');
+        out.push_str(&decoded);
+    }
+    if out.is_empty() {
+        return Err(bad("empty path"));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn content_type_for(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()) {
+        Some(e) if e == "m3u8" => "application/vnd.apple.mpegurl",
+        Some(e) if e == "mpd" => "application/dash+xml",
+        Some(e) if e == "ts" => "video/mp2t",
+        Some(e) if e == "m4s" || e == "mp4" => "video/mp4",
+        Some(e) if e == "json" => "application/json",
+        Some(e) if e == "html" => "text/html; charset=utf-8",
+        Some(e) if e == "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The origin's object store.
+#[derive(Debug)]
+pub struct ObjectStore {
+    memory: RwLock<HashMap<String, Arc<Object>>>,
+    content_dir: Option<PathBuf>,
+    next_version: AtomicU64,
+}
+
+impl ObjectStore {
+    /// A store over `content_dir` (if any), with no in-memory objects.
+    pub fn new(content_dir: Option<PathBuf>) -> Result<Self, OriginError> {
+        let content_dir = content_dir
+            .map(|d| {
+                d.canonicalize().map_err(|source| OriginError::Io {
+                    path: d.display().to_string(),
+                    source,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            memory: RwLock::new(HashMap::new()),
+            content_dir,
+            next_version: AtomicU64::new(1),
+        })
+    }
+
+    /// Writes an object; returns it with its new version and ETag.
+    pub fn put(&self, path: &str, body: Bytes, content_type: Option<String>) -> Result<Arc<Object>, OriginError> {
+        let path = safe_path(path)?;
+        let version = self.next_version.fetch_add(1, Ordering::SeqCst);
+        let ct = content_type.unwrap_or_else(|| content_type_for(&path).to_string());
+        let obj = Arc::new(Object::new(body, version, ct));
+        self.memory
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path, obj.clone());
+        Ok(obj)
+    }
+
+    /// Deletes an in-memory object; whether it existed.
+    pub fn delete(&self, path: &str) -> Result<bool, OriginError> {
+        let path = safe_path(path)?;
+        Ok(self
+            .memory
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&path)
+            .is_some())
+    }
+
+    /// Number of in-memory objects.
+    pub fn len(&self) -> usize {
+        self.memory.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether there are no in-memory objects.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The object at `path`, from memory or the content directory.
+    pub async fn get(&self, path: &str) -> Result<Arc<Object>, OriginError> {
+        let path = safe_path(path)?;
+        if let Some(o) = self
+            .memory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&path)
+        {
+            return Ok(o.clone());
+        }
+        let Some(root) = &self.content_dir else {
+            return Err(OriginError::NotFound(path));
+        };
+        self.read_file(root, &path).await
+    }
+
+    async fn read_file(&self, root: &Path, path: &str) -> Result<Arc<Object>, OriginError> {
+        let candidate = root.join(path.trim_start_matches('/'));
+        // Resolve symlinks and make sure the result is still under the root.
+        let real = match tokio::fs::canonicalize(&candidate).await {
+            Ok(r) => r,
+            Err(_) => return Err(OriginError::NotFound(path.to_string())),
+        };
+        if !real.starts_with(root) {
+            return Err(OriginError::BadPath {
+                path: path.to_string(),
+                reason: "resolves outside the content directory",
+            });
+        }
+        let meta = tokio::fs::metadata(&real).await.map_err(|source| OriginError::Io {
+            path: path.to_string(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(OriginError::NotFound(path.to_string()));
+        }
+        let body = tokio::fs::read(&real).await.map_err(|source| OriginError::Io {
+            path: path.to_string(),
+            source,
+        })?;
+        // A file's version is its modification time: stable across restarts.
+        let version = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Ok(Arc::new(Object::new(
+            Bytes::from(body),
+            version,
+            content_type_for(path).to_string(),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_paths() {
+        assert_eq!(safe_path("/a//b/c.ts?x=1").unwrap(), "/a/b/c.ts");
+        assert_eq!(safe_path("/a%20b").unwrap(), "/a b");
+        for bad in [
+            "/../etc/passwd",
+            "/a/%2e%2e/b",
+            "/a/%2E%2E/b",
+            "/a/..%2fb",
+            "/a%2fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a/./b",
+            "/a%00b",
+            "/a%zz",
+            "etc/passwd",
+            "/",
+            "",
+        ] {
+            assert!(safe_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_and_etags_change_on_write() {
+        let s = ObjectStore::new(None).unwrap();
+        let a = s.put("/x", Bytes::from_static(b"1"), None).unwrap();
+        let b = s.put("/x", Bytes::from_static(b"1"), None).unwrap();
+        assert!(b.version > a.version);
+        assert_ne!(a.etag, b.etag);
+        assert_eq!(s.get("/x").await.unwrap().body, Bytes::from_static(b"1"));
+        assert!(s.delete("/x").unwrap());
+        assert!(matches!(s.get("/x").await, Err(OriginError::NotFound(_))));
+    }
+}

@@ -1,0 +1,131 @@
+//! The origin's TLS identity and QUIC server configuration (TLS 1.3, rustls with `ring`).
+//!
+//! The origin uses a certificate it is given (PEM files) or creates a self-signed one with
+//! rcgen and writes it out; edges pin exactly that certificate, by file or by its SHA-256
+//! fingerprint ([`fingerprint`]).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::error::OriginError;
+
+/// ALPN protocol id of Shoal's edge ↔ origin protocol.
+pub const ALPN: &[u8] = b"shoal/1";
+
+/// A certificate and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    /// The certificate (DER).
+    pub cert: CertificateDer<'static>,
+    /// Its private key (DER).
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    /// A fresh self-signed certificate for `names` (DNS names or IP addresses).
+    pub fn self_signed(names: &[String]) -> Result<Self, OriginError> {
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())
+            .map_err(|e| OriginError::Cert(e.to_string()))?;
+        Ok(Self {
+            cert: ck.cert.der().clone(),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der())),
+        })
+    }
+
+    /// Loads a PEM certificate (first in the file) and PEM private key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, OriginError> {
+        let bad = |p: &Path, e: rustls::pki_types::pem::Error| {
+            OriginError::Cert(format!("{}: {e}", p.display()))
+        };
+        Ok(Self {
+            cert: CertificateDer::from_pem_file(cert).map_err(|e| bad(cert, e))?,
+            key: PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e))?,
+        })
+    }
+
+    /// The certificate as PEM text, for edges to pin.
+    pub fn cert_pem(&self) -> String {
+        pem_encode("CERTIFICATE", &self.cert)
+    }
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Lower-case hex SHA-256 of a DER certificate: what edges pin.
+pub fn fingerprint(cert: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, cert)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// QUIC transport settings for edge ↔ origin: many concurrent fetch streams, windows big
+/// enough for multi-megabyte segments, and an idle timeout with keep-alives so a dead peer
+/// is noticed.
+pub fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(1024u32.into())
+        .stream_receive_window((8u32 << 20).into())
+        .receive_window((64u32 << 20).into())
+        .send_window(64 << 20)
+        .keep_alive_interval(Some(Duration::from_secs(2)));
+    if let Ok(idle) = Duration::from_secs(10).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// The QUIC server configuration for `identity`.
+pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, OriginError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| OriginError::Transport(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .map_err(|e| OriginError::Cert(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| OriginError::Transport(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport()));
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trips() {
+        let id = Identity::self_signed(&["localhost".into()]).unwrap();
+        let back = CertificateDer::from_pem_slice(id.cert_pem().as_bytes()).unwrap();
+        assert_eq!(back, id.cert);
+        assert_eq!(fingerprint(&id.cert).len(), 64);
+    }
+}
