@@ -38,6 +38,67 @@ pub enum KeyError {
     /// The path does not start with `/`.
     #[error("path {0:?} does not start with '/'")]
     RelativePath(String),
+    /// The path is unsafe or ambiguous.
+    #[error("bad path {path:?}: {reason}")]
+    BadPath {
+        /// The path as received.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Checks a request path and returns it normalised: percent-decoded, without empty
+/// segments or query. Rejects anything that could name something above the root, or that
+/// two layers could read differently: `.`/`..` segments (also percent-encoded), encoded `/`
+/// or `\`, backslashes, NUL and other control characters, malformed escapes, relative
+/// paths and the bare root.
+pub fn normalise_path(raw: &str) -> Result<String, KeyError> {
+    let bad = |reason| KeyError::BadPath {
+        path: raw.chars().take(200).collect(),
+        reason,
+    };
+    let path = raw.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') {
+        return Err(bad("must start with '/'"));
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        let decoded = percent_decode(seg).ok_or_else(|| bad("malformed percent-encoding"))?;
+        if decoded == "." || decoded == ".." {
+            return Err(bad("dot segments are not allowed"));
+        }
+        if decoded.contains(['/', '\\']) {
+            return Err(bad("encoded or backslash separators are not allowed"));
+        }
+        if decoded.chars().any(char::is_control) {
+            return Err(bad("control characters are not allowed"));
+        }
+        out.push('/');
+        out.push_str(&decoded);
+    }
+    if out.is_empty() {
+        return Err(bad("empty path"));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A normalised cache key. Cheap to clone.
@@ -122,6 +183,29 @@ fn normalise_host(host: &str) -> Result<String, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safe_paths() {
+        assert_eq!(normalise_path("/a//b/c.ts?x=1").unwrap(), "/a/b/c.ts");
+        assert_eq!(normalise_path("/a%20b").unwrap(), "/a b");
+        for bad in [
+            "/../etc/passwd",
+            "/a/%2e%2e/b",
+            "/a/%2E%2E/b",
+            "/a/..%2fb",
+            "/a%2fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a/./b",
+            "/a%00b",
+            "/a%zz",
+            "etc/passwd",
+            "/",
+            "",
+        ] {
+            assert!(normalise_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn normalisation() {

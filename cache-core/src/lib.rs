@@ -19,6 +19,8 @@
 
 pub mod error;
 pub mod freshness;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod key;
 pub mod object;
 pub mod ring;
@@ -27,12 +29,10 @@ pub mod size;
 pub mod status;
 pub mod store;
 pub mod wire;
-#[cfg(feature = "io")]
-pub mod io;
 
 pub use error::{ConfigError, Error, FillError, RingError, WireError};
 pub use freshness::{CacheControl, Exchange, Freshness, FreshnessPolicy, FreshnessState};
-pub use key::{CacheKey, KeyError, KeyPolicy};
+pub use key::{CacheKey, KeyError, KeyPolicy, normalise_path};
 pub use object::{Cacheable, CachedObject, Sized};
 pub use ring::Ring;
 pub use status::{CacheStatus, NoStoreReason};

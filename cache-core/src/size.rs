@@ -1,4 +1,6 @@
-//! Human sizes: `64MiB`, `1.5GB`, `4096`.
+//! Human sizes (`64MiB`, `1.5GB`, `4096`) and durations (`250ms`, `5s`, `2m`, `1h`).
+
+use std::time::Duration;
 
 use crate::error::ConfigError;
 
@@ -37,9 +39,45 @@ pub fn parse_bytes(input: &str) -> Result<u64, ConfigError> {
     Ok(v.round() as u64)
 }
 
+/// Parses a duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`0` alone is zero).
+pub fn parse_duration(input: &str) -> Result<Duration, ConfigError> {
+    let err = |reason: &str| ConfigError::Invalid {
+        field: "duration",
+        reason: format!("{input:?}: {reason}"),
+    };
+    let s = input.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| err("missing unit (ms, s, m, h, d)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| err("not a number"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(err("unknown unit (ms, s, m, h, d)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err("out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 
     #[test]
     fn sizes() {

@@ -431,6 +431,22 @@ impl<V: Cacheable> Store<V> {
             .map(GetOrFill::Filled)
     }
 
+    /// Like [`Self::get_or_fill`] for a caller that has just missed (so it does not look
+    /// up and count a second miss): joins a running fill, or runs one that first re-checks
+    /// the cache.
+    pub async fn fill_if_absent<F, Fut, E>(
+        &self,
+        key: &str,
+        fill: F,
+    ) -> Result<FillOutcome<V>, FillError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.fill_inner(key, true, fill).await
+    }
+
     async fn fill_inner<F, Fut, E>(
         &self,
         key: &str,

@@ -1,5 +1,203 @@
 //! # Shoal client
 //!
-//! The region-aware client and, later, the ABR player. Not built yet: it lands with the
-//! request path (issue "Origin and edge over QUIC"). This crate deliberately exports nothing
-//! until then.
+//! A library client that knows a region's edges and sends each request to the key's owner
+//! edge using the same consistent-hash ring the edges use (so no edge has to forward), and
+//! falls back to the next node on the ring when one does not answer. It exposes status,
+//! `Cache-Status` and timings; `shoal get` prints them, the demo and the tests use them.
+//!
+//! # Layout
+//!
+//! Everything is in this file: [`RegionClient`], [`Fetched`], [`ClientError`].
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use shoal_cache_core::{CacheKey, KeyPolicy, Ring};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL or key is malformed.
+    #[error("bad request target {0:?}: {1}")]
+    BadTarget(String, String),
+    /// The region has no edges.
+    #[error("the region has no edges")]
+    NoEdges,
+    /// Every edge that could serve the key failed.
+    #[error("no edge answered for {key}: {last}")]
+    AllFailed {
+        /// The key.
+        key: String,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// One answered request.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Edge that answered.
+    pub edge: String,
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The `Cache-Status` header, if any.
+    pub cache_status: Option<String>,
+    /// The `Age` header in seconds, if any.
+    pub age: Option<u64>,
+    /// The `ETag`, if any.
+    pub etag: Option<String>,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// Time to the response head.
+    pub ttfb: Duration,
+    /// Time to the last body byte.
+    pub total: Duration,
+    /// Edges that failed before this one answered.
+    pub failovers: usize,
+}
+
+impl Fetched {
+    /// Whether the edge served it from cache (fresh or stale).
+    pub fn is_hit(&self) -> bool {
+        self.cache_status
+            .as_deref()
+            .is_some_and(|c| c.contains("; hit"))
+    }
+}
+
+/// A client for one region.
+#[derive(Debug, Clone)]
+pub struct RegionClient {
+    edges: Vec<(String, SocketAddr)>,
+    ring: Ring,
+    host: String,
+    http: Client<HttpConnector, Empty<Bytes>>,
+    timeout: Duration,
+}
+
+impl RegionClient {
+    /// A client for `edges` (id → address) under `host`, with the edges' vnode count.
+    pub fn new(
+        edges: Vec<(String, SocketAddr)>,
+        host: &str,
+        vnodes: u32,
+    ) -> Result<Self, ClientError> {
+        if edges.is_empty() {
+            return Err(ClientError::NoEdges);
+        }
+        let ring = Ring::with_nodes(vnodes, edges.iter().map(|(id, _)| id.as_str()))
+            .map_err(|e| ClientError::BadTarget(host.into(), e.to_string()))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        Ok(Self {
+            edges,
+            ring,
+            host: host.to_string(),
+            http: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Per-request timeout (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// GETs `path_and_query` from its owner edge, falling back along the ring.
+    pub async fn get(&self, path_and_query: &str) -> Result<Fetched, ClientError> {
+        self.get_with(path_and_query, &[]).await
+    }
+
+    /// GETs with extra request headers (Range, If-None-Match, …).
+    pub async fn get_with(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Fetched, ClientError> {
+        let key = CacheKey::new(&self.host, path_and_query, &KeyPolicy::default())
+            .map_err(|e| ClientError::BadTarget(path_and_query.into(), e.to_string()))?;
+        let mut last = String::from("no edge tried");
+        for (failovers, node) in self
+            .ring
+            .successors(key.as_str(), self.edges.len())
+            .into_iter()
+            .enumerate()
+        {
+            let Some((_, addr)) = self.edges.iter().find(|(id, _)| id == node) else {
+                continue;
+            };
+            match self.get_from(*addr, path_and_query, headers).await {
+                Ok(mut f) => {
+                    f.edge = node.to_string();
+                    f.failovers = failovers;
+                    return Ok(f);
+                }
+                Err(e) => last = format!("{node}: {e}"),
+            }
+        }
+        Err(ClientError::AllFailed {
+            key: key.to_string(),
+            last,
+        })
+    }
+
+    /// GETs from one specific edge (no routing).
+    pub async fn get_from(
+        &self,
+        addr: SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Fetched, String> {
+        let start = Instant::now();
+        let mut b = Request::get(format!("http://{addr}{path_and_query}"))
+            .header(http::header::HOST, &self.host);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
+        let fut = async {
+            let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+            let ttfb = start.elapsed();
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok::<_, String>((parts, body, ttfb))
+        };
+        let (parts, body, ttfb) = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| format!("timed out after {:?}", self.timeout))??;
+        let h = |n: &str| {
+            parts
+                .headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(Fetched {
+            edge: addr.to_string(),
+            status: parts.status,
+            cache_status: h("cache-status"),
+            age: h("age").and_then(|a| a.parse().ok()),
+            etag: h("etag"),
+            body,
+            ttfb,
+            total: start.elapsed(),
+            failovers: 0,
+            headers: parts.headers,
+        })
+    }
+
+    /// The owner edge id of `path_and_query`.
+    pub fn owner(&self, path_and_query: &str) -> Option<String> {
+        let key = CacheKey::new(&self.host, path_and_query, &KeyPolicy::default()).ok()?;
+        self.ring.owner(key.as_str()).ok().map(str::to_string)
+    }
+}

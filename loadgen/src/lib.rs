@@ -8,8 +8,14 @@
 //! - [`hitrate`]: replays a trace through the real [`shoal_cache_core::Store`] under every
 //!   policy, plus the FIFO and Belady references, and reports object and byte hit ratios.
 //!
-//! The open-loop load generator, spikes and the demo cluster arrive with later issues.
+//! - [`cluster`]: an in-process origin and regions of edges on loopback.
+//! - [`demo`]: the main job: the cluster, every object fetched through every region twice,
+//!   a per-region summary.
+//!
+//! The open-loop load generator and spikes arrive with a later issue.
 
+pub mod cluster;
+pub mod demo;
 pub mod hitrate;
 pub mod trace;
 
@@ -48,6 +54,9 @@ pub enum LoadgenError {
     /// The cache core rejected a setting.
     #[error(transparent)]
     Config(#[from] shoal_cache_core::ConfigError),
+    /// The in-process cluster could not start or stop.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The async runtime for the replay could not start.
     #[error("cannot start the replay runtime: {0}")]
     Runtime(std::io::Error),

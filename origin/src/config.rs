@@ -89,7 +89,9 @@ impl OriginConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), OriginError> {
         if self.cert.is_some() != self.key.is_some() {
-            return Err(OriginError::Config("cert and key must be given together".into()));
+            return Err(OriginError::Config(
+                "cert and key must be given together".into(),
+            ));
         }
         if self.admin_token.as_deref() == Some("") {
             return Err(OriginError::Config("admin_token must not be empty".into()));

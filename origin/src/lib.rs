@@ -1,5 +1,143 @@
 //! # Shoal origin
 //!
-//! The authoritative content store that edges reach over QUIC. Not built yet: the request
-//! path (issue "Origin and edge over QUIC") lands here. This crate deliberately exports
-//! nothing until then.
+//! The authoritative content store that edges reach over QUIC (quinn, TLS 1.3, rustls with
+//! `ring`), plus an HTTP admin API for writes, metrics and health.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`OriginConfig`] (TOML, validated).
+//! - [`store`]: versioned objects in memory over a read-only content directory; path safety.
+//! - [`tls`]: certificate loading or generation, fingerprints, QUIC server config.
+//! - `server`: the QUIC accept loop; one bidirectional stream per fetch.
+//! - `admin`: PUT/DELETE of objects (bearer token), `/metrics`, `/healthz`.
+//! - [`metrics`]: Prometheus metric families.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+mod admin;
+pub mod config;
+pub mod error;
+pub mod metrics;
+mod server;
+pub mod store;
+pub mod tls;
+
+pub use config::{CacheRule, OriginConfig};
+pub use error::OriginError;
+pub use store::ObjectStore;
+
+/// Shared by the QUIC and admin servers.
+#[derive(Debug)]
+pub(crate) struct State {
+    config: OriginConfig,
+    store: Arc<ObjectStore>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+/// A running origin.
+#[derive(Debug)]
+pub struct Origin {
+    /// Bound QUIC address.
+    pub quic_addr: SocketAddr,
+    /// Bound admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// The certificate edges must pin.
+    pub cert: CertificateDer<'static>,
+    /// SHA-256 fingerprint of `cert` (hex).
+    pub fingerprint: String,
+    /// The object store (tests and the demo write through it directly).
+    pub store: Arc<ObjectStore>,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    cancel: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Origin {
+    /// Binds the QUIC and admin listeners and starts serving. `store` lets a restarted
+    /// origin keep its objects; `None` starts empty.
+    pub async fn start(
+        config: OriginConfig,
+        store: Option<Arc<ObjectStore>>,
+    ) -> Result<Self, OriginError> {
+        config.validate()?;
+        let identity = match (&config.cert, &config.key) {
+            (Some(c), Some(k)) => tls::Identity::load(c, k)?,
+            _ => tls::Identity::self_signed(&config.server_names)?,
+        };
+        if let Some(out) = &config.cert_out {
+            std::fs::write(out, identity.cert_pem()).map_err(|source| OriginError::Io {
+                path: out.display().to_string(),
+                source,
+            })?;
+        }
+        let endpoint = quinn::Endpoint::server(tls::server_config(&identity)?, config.quic_listen)
+            .map_err(|e| OriginError::Transport(format!("binding {}: {e}", config.quic_listen)))?;
+        let quic_addr = endpoint
+            .local_addr()
+            .map_err(|e| OriginError::Transport(e.to_string()))?;
+        let admin = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| OriginError::Io {
+                path: config.admin_listen.to_string(),
+                source,
+            })?;
+        let admin_addr = admin.local_addr().map_err(|source| OriginError::Io {
+            path: config.admin_listen.to_string(),
+            source,
+        })?;
+        let store = match store {
+            Some(s) => s,
+            None => Arc::new(ObjectStore::new(config.content_dir.clone())?),
+        };
+        let metrics = Arc::new(metrics::Metrics::default());
+        let state = Arc::new(State {
+            config,
+            store: store.clone(),
+            metrics: metrics.clone(),
+        });
+        let cancel = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(server::serve(endpoint, state.clone(), cancel.clone()));
+        let c = cancel.clone();
+        let app = admin::router(state);
+        tasks.spawn(async move {
+            let _ = axum::serve(admin, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await;
+        });
+        let fingerprint = tls::fingerprint(&identity.cert);
+        info!(%quic_addr, %admin_addr, %fingerprint, "origin listening");
+        Ok(Self {
+            quic_addr,
+            admin_addr,
+            cert: identity.cert,
+            fingerprint,
+            store,
+            metrics,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// A token that stops the origin when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops accepting, finishes in-flight streams, and returns when both servers are down.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs until the shutdown token is cancelled.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

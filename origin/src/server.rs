@@ -16,11 +16,11 @@ use shoal_cache_core::wire::{
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{Instrument, debug, info_span, warn};
 
+use crate::State;
 use crate::error::OriginError;
 use crate::metrics::FetchResult;
-use crate::State;
 
 /// Largest fetch request frame accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -91,15 +91,33 @@ async fn fetch_stream(
         Ok((Message::Fetch(f), _)) => f,
         Ok((other, _)) => {
             let msg = format!("expected a fetch request, got {}", variant(&other));
-            return reply_error(&mut send, &codec, None, ErrorCode::BadRequest, msg, state, started).await;
+            return reply_error(
+                &mut send,
+                &codec,
+                None,
+                ErrorCode::BadRequest,
+                msg,
+                state,
+                started,
+            )
+            .await;
         }
         Err(e) => {
-            return reply_error(&mut send, &codec, None, ErrorCode::BadRequest, e.to_string(), state, started)
-                .await;
+            return reply_error(
+                &mut send,
+                &codec,
+                None,
+                ErrorCode::BadRequest,
+                e.to_string(),
+                state,
+                started,
+            )
+            .await;
         }
     };
     let (result, bytes) = respond(&mut send, &codec, &fetch, state).await?;
-    send.finish().map_err(|e| OriginError::Transport(e.to_string()))?;
+    send.finish()
+        .map_err(|e| OriginError::Transport(e.to_string()))?;
     state
         .metrics
         .fetch(result, bytes, started.elapsed().as_secs_f64());
@@ -208,7 +226,11 @@ async fn respond(
         }
         Err(e) => {
             warn!("fetch {}: {e}", f.key);
-            let (h, b) = simple(f.request_id, 500, "origin failed to read the object\n".into());
+            let (h, b) = simple(
+                f.request_id,
+                500,
+                "origin failed to read the object\n".into(),
+            );
             (FetchResult::Error, h, b)
         }
     };

@@ -51,6 +51,11 @@ impl Identity {
     pub fn cert_pem(&self) -> String {
         pem_encode("CERTIFICATE", &self.cert)
     }
+
+    /// The private key as PEM text (PKCS#8), so a restarted origin can keep its identity.
+    pub fn key_pem(&self) -> String {
+        pem_encode("PRIVATE KEY", self.key.secret_der())
+    }
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {

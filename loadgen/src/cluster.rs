@@ -1,0 +1,215 @@
+//! An in-process Shoal deployment on loopback: one origin and regions of edges, every
+//! listener on `127.0.0.1:0`. Used by the demo and the integration tests, so both run the
+//! real servers over real sockets (QUIC with TLS between edges and origin, HTTP to clients).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shoal_client::RegionClient;
+use shoal_edge::{Edge, EdgeConfig};
+use shoal_origin::tls::Identity;
+use shoal_origin::{ObjectStore, Origin, OriginConfig};
+use tokio::net::TcpListener;
+
+use crate::LoadgenError;
+
+/// Host name clients use for cluster content.
+pub const HOST: &str = "demo.shoal.test";
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Region names.
+    pub regions: Vec<String>,
+    /// Edges per region.
+    pub edges_per_region: usize,
+    /// Origin settings (listen addresses are replaced by loopback ports).
+    pub origin: OriginConfig,
+    /// Template for every edge (ids, addresses, peers and origin link are filled in).
+    pub edge: EdgeConfig,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            regions: vec!["eu".into(), "us".into(), "ap".into()],
+            edges_per_region: 2,
+            origin: OriginConfig::default(),
+            edge: EdgeConfig::default(),
+        }
+    }
+}
+
+/// One region's edges.
+#[derive(Debug)]
+pub struct Region {
+    /// Region name.
+    pub name: String,
+    /// Edge ids, in order.
+    pub ids: Vec<String>,
+    /// Edge client addresses, in order.
+    pub addrs: Vec<SocketAddr>,
+    /// Running edges (`None` once stopped).
+    pub edges: Vec<Option<Edge>>,
+}
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The origin (`None` while stopped).
+    pub origin: Option<Origin>,
+    /// The regions.
+    pub regions: Vec<Region>,
+    origin_config: OriginConfig,
+    store: Arc<ObjectStore>,
+    dir: PathBuf,
+}
+
+fn io(e: std::io::Error) -> LoadgenError {
+    LoadgenError::Cluster(e.to_string())
+}
+
+impl Cluster {
+    /// Starts the origin and every edge.
+    pub async fn start(spec: ClusterSpec) -> Result<Self, LoadgenError> {
+        // A stable identity on disk, so a restarted origin keeps the certificate edges pin.
+        let dir = std::env::temp_dir().join(format!(
+            "shoal-cluster-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let id = Identity::self_signed(&["localhost".into()])
+            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        let (cert, key) = (dir.join("origin.pem"), dir.join("origin.key"));
+        std::fs::write(&cert, id.cert_pem()).map_err(io)?;
+        std::fs::write(&key, id.key_pem()).map_err(io)?;
+        let origin_config = OriginConfig {
+            quic_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert: Some(cert.clone()),
+            key: Some(key),
+            ..spec.origin
+        };
+        let origin = Origin::start(origin_config.clone(), None)
+            .await
+            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        let store = origin.store.clone();
+        let origin_config = OriginConfig {
+            quic_listen: origin.quic_addr,
+            ..origin_config
+        };
+        let mut regions = Vec::new();
+        for name in &spec.regions {
+            let mut listeners = Vec::new();
+            for _ in 0..spec.edges_per_region {
+                let http = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+                let admin = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+                listeners.push((http, admin));
+            }
+            let ids: Vec<String> = (0..spec.edges_per_region)
+                .map(|i| format!("{name}-{}", i + 1))
+                .collect();
+            let addrs: Vec<SocketAddr> = listeners
+                .iter()
+                .map(|(h, _)| h.local_addr().map_err(io))
+                .collect::<Result<_, _>>()?;
+            let mut edges = Vec::new();
+            for (i, (http, admin)) in listeners.into_iter().enumerate() {
+                let mut c = spec.edge.clone();
+                c.node_id = ids[i].clone();
+                c.region = name.clone();
+                c.listen = addrs[i];
+                c.peers = ids.iter().cloned().zip(addrs.iter().copied()).collect();
+                c.origin.addr = origin.quic_addr;
+                c.origin.fingerprint = Some(origin.fingerprint.clone());
+                c.origin.cert_file = None;
+                let settings = c
+                    .settings()
+                    .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+                let edge = Edge::start_with(settings, http, admin)
+                    .await
+                    .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+                edges.push(Some(edge));
+            }
+            regions.push(Region {
+                name: name.clone(),
+                ids,
+                addrs,
+                edges,
+            });
+        }
+        Ok(Self {
+            origin: Some(origin),
+            regions,
+            origin_config,
+            store,
+            dir,
+        })
+    }
+
+    /// The origin's object store (write content here).
+    pub fn store(&self) -> &Arc<ObjectStore> {
+        &self.store
+    }
+
+    /// A client for region `r`.
+    pub fn client(&self, r: usize) -> Result<RegionClient, LoadgenError> {
+        let reg = &self.regions[r];
+        let vnodes = shoal_edge::EdgeConfig::default().vnodes;
+        RegionClient::new(
+            reg.ids
+                .iter()
+                .cloned()
+                .zip(reg.addrs.iter().copied())
+                .collect(),
+            HOST,
+            vnodes,
+        )
+        .map_err(|e| LoadgenError::Cluster(e.to_string()))
+    }
+
+    /// The running edge `i` of region `r`.
+    pub fn edge(&self, r: usize, i: usize) -> Option<&Edge> {
+        self.regions.get(r)?.edges.get(i)?.as_ref()
+    }
+
+    /// Stops edge `i` of region `r` (graceful; its port then refuses connections).
+    pub async fn stop_edge(&mut self, r: usize, i: usize) {
+        if let Some(e) = self.regions[r].edges[i].take() {
+            e.shutdown().await;
+        }
+    }
+
+    /// Stops the origin.
+    pub async fn stop_origin(&mut self) {
+        if let Some(o) = self.origin.take() {
+            o.shutdown().await;
+        }
+    }
+
+    /// Starts the origin again on the same address, with the same certificate and objects.
+    pub async fn restart_origin(&mut self) -> Result<(), LoadgenError> {
+        let o = Origin::start(self.origin_config.clone(), Some(self.store.clone()))
+            .await
+            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        self.origin = Some(o);
+        Ok(())
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) {
+        for r in &mut self.regions {
+            for e in &mut r.edges {
+                if let Some(e) = e.take() {
+                    e.shutdown().await;
+                }
+            }
+        }
+        self.stop_origin().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,265 @@
+//! The demo: the main job a newcomer runs.
+//!
+//! Starts an origin holding a generated set of objects (small web objects, medium images,
+//! multi-megabyte video segments) and regions of edges on loopback, fetches every object
+//! through every region twice with concurrent clients, and reports per region: requests,
+//! hit ratio, origin fetches, p50/p99 latency. Then it stops everything it started.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use shoal_client::RegionClient;
+
+use crate::LoadgenError;
+use crate::cluster::{Cluster, ClusterSpec};
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Objects generated at the origin.
+    pub objects: usize,
+    /// Concurrent clients per region.
+    pub concurrency: usize,
+    /// Cluster shape.
+    pub cluster: ClusterSpec,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            objects: 120,
+            concurrency: 16,
+            cluster: ClusterSpec::default(),
+        }
+    }
+}
+
+/// One region's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionReport {
+    /// Region name.
+    pub region: String,
+    /// Requests made.
+    pub requests: u64,
+    /// Requests that failed (transport error or status ≥ 500).
+    pub errors: u64,
+    /// Share of requests served from an edge cache, percent.
+    pub hit_ratio: f64,
+    /// Origin fetches made by the region's edges.
+    pub origin_fetches: u64,
+    /// Median latency to the last byte, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, milliseconds.
+    pub p99_ms: f64,
+    /// Bytes received.
+    pub bytes: u64,
+}
+
+/// The demo's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    /// Objects at the origin.
+    pub objects: usize,
+    /// Their total size.
+    pub object_bytes: u64,
+    /// Per region.
+    pub regions: Vec<RegionReport>,
+    /// Wall time of the fetch phase, seconds.
+    pub seconds: f64,
+}
+
+/// Deterministic content: sizes cycle through web objects, images and video segments.
+fn objects(n: usize) -> Vec<(String, Bytes)> {
+    let mut state: u64 = 0x5348_4f41_4c21;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let (path, size) = match i % 6 {
+                0 => (
+                    format!("/video/seg_{i:04}.ts"),
+                    1_000_000 + (next() % 1_000_000) as usize,
+                ),
+                1 | 2 => (
+                    format!("/img/{i:04}.jpg"),
+                    32_000 + (next() % 200_000) as usize,
+                ),
+                _ => (
+                    format!("/static/{i:04}.json"),
+                    500 + (next() % 16_000) as usize,
+                ),
+            };
+            let fill = (i % 251) as u8;
+            (path, Bytes::from(vec![fill; size]))
+        })
+        .collect()
+}
+
+async fn region_pass(
+    client: &RegionClient,
+    paths: &Arc<Vec<String>>,
+    concurrency: usize,
+    hist: &mut Histogram<u64>,
+    hits: &mut u64,
+    errors: &mut u64,
+    bytes: &mut u64,
+) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, paths, next) = (client.clone(), paths.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = paths.get(i) else { break };
+                    out.push(client.get(p).await);
+                }
+                out
+            })
+        })
+        .collect();
+    for w in workers {
+        let Ok(results) = w.await else {
+            *errors += 1;
+            continue;
+        };
+        for r in results {
+            match r {
+                Ok(f) if f.status.is_server_error() => *errors += 1,
+                Ok(f) => {
+                    *hits += u64::from(f.is_hit());
+                    *bytes += f.body.len() as u64;
+                    let _ = hist.record(f.total.as_micros().max(1) as u64);
+                }
+                Err(_) => *errors += 1,
+            }
+        }
+    }
+}
+
+/// Runs the demo.
+pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
+    let cluster = Cluster::start(config.cluster.clone()).await?;
+    let content = objects(config.objects);
+    let object_bytes = content.iter().map(|(_, b)| b.len() as u64).sum();
+    for (path, body) in &content {
+        cluster
+            .store()
+            .put(path, body.clone(), None)
+            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+    }
+    let paths: Arc<Vec<String>> = Arc::new(content.iter().map(|(p, _)| p.clone()).collect());
+    // Wait (bounded) until every edge has reached the origin, as a load balancer would.
+    for _ in 0..100 {
+        let mut ready = true;
+        for r in &cluster.regions {
+            for e in r.edges.iter().flatten() {
+                ready &= e.is_ready().await;
+            }
+        }
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (ri, region) in cluster.regions.iter().enumerate() {
+        let client = cluster.client(ri)?;
+        let (paths, name, conc) = (paths.clone(), region.name.clone(), config.concurrency);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+            let (mut hits, mut errors, mut bytes) = (0, 0, 0);
+            for _pass in 0..2 {
+                region_pass(
+                    &client,
+                    &paths,
+                    conc,
+                    &mut hist,
+                    &mut hits,
+                    &mut errors,
+                    &mut bytes,
+                )
+                .await;
+            }
+            Ok::<_, LoadgenError>((name, hist, hits, errors, bytes))
+        }));
+    }
+    let mut regions = Vec::new();
+    for (ri, t) in tasks.into_iter().enumerate() {
+        let (name, hist, hits, errors, bytes) = t
+            .await
+            .map_err(|e| LoadgenError::Cluster(e.to_string()))??;
+        let requests = 2 * paths.len() as u64;
+        let origin_fetches = cluster.regions[ri]
+            .edges
+            .iter()
+            .flatten()
+            .map(|e| e.origin_fetches("ok"))
+            .sum();
+        regions.push(RegionReport {
+            region: name,
+            requests,
+            errors,
+            hit_ratio: 100.0 * hits as f64 / requests as f64,
+            origin_fetches,
+            p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            bytes,
+        });
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    cluster.shutdown().await;
+    Ok(DemoReport {
+        objects: paths.len(),
+        object_bytes,
+        regions,
+        seconds,
+    })
+}
+
+/// Renders the report as text.
+pub fn render(r: &DemoReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} objects ({:.1} MiB) fetched twice through each of {} regions in {:.2} s\n",
+        r.objects,
+        r.object_bytes as f64 / 1048576.0,
+        r.regions.len(),
+        r.seconds
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>9} {:>7} {:>10} {:>15} {:>9} {:>9}",
+        "region", "requests", "errors", "hit ratio", "origin fetches", "p50 ms", "p99 ms"
+    );
+    for g in &r.regions {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>9} {:>7} {:>9.1}% {:>15} {:>9.2} {:>9.2}",
+            g.region, g.requests, g.errors, g.hit_ratio, g.origin_fetches, g.p50_ms, g.p99_ms
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nEach region fetched each object from the origin once at most (owner routing + coalescing):\n{} objects → {} origin fetches per region.",
+        r.objects,
+        r.regions
+            .iter()
+            .map(|g| g.origin_fetches.to_string())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    out
+}
