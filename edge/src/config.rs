@@ -82,7 +82,8 @@ pub struct TimeoutSection {
     pub origin_fetch: String,
     /// Establishing the QUIC connection (`3s`).
     pub origin_connect: String,
-    /// A peer's response head when forwarding to the owner (`2s`).
+    /// Connecting to a peer when forwarding to the owner (`2s`). The wait for the owner's
+    /// response head also allows for the owner's own origin fetch and retries.
     pub peer: String,
     /// How long a peer that failed is skipped before it is tried again (`2s`).
     pub peer_down_for: String,

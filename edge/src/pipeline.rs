@@ -220,9 +220,14 @@ async fn forward(
         }
     }
     let req = b.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(st.settings.peer, st.peer_client.request(req))
+    // A dead peer shows at connect (bounded by the connector's `peer` timeout). The head
+    // may legitimately wait for the owner's own origin fetch, so allow for all of it.
+    let attempts = st.settings.config.retries + 1;
+    let head_wait =
+        st.settings.origin_fetch * attempts + st.settings.origin_connect + st.settings.peer;
+    let resp = tokio::time::timeout(head_wait, st.peer_client.request(req))
         .await
-        .map_err(|_| format!("no response head within {:?}", st.settings.peer))?
+        .map_err(|_| format!("no response head within {head_wait:?}"))?
         .map_err(|e| e.to_string())?;
     let (mut parts, body) = resp.into_parts();
     for h in [

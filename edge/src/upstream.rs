@@ -258,6 +258,10 @@ impl OriginClient {
             .map_err(|_| EdgeError::OriginTimeout(self.settings.connect_timeout))?
             .map_err(|e| EdgeError::OriginUnavailable(e.to_string()))?;
         *guard = Some(conn.clone());
+        drop(guard);
+        // A completed handshake shows the origin is back: close the breaker at once rather
+        // than failing requests until its open period runs out.
+        self.breaker_result(true);
         Ok(conn)
     }
 

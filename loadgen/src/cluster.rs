@@ -13,6 +13,7 @@ use shoal_origin::{ObjectStore, Origin, OriginConfig};
 use tokio::net::TcpListener;
 
 use crate::LoadgenError;
+use crate::relay::Relay;
 
 /// Host name clients use for cluster content.
 pub const HOST: &str = "demo.shoal.test";
@@ -28,6 +29,8 @@ pub struct ClusterSpec {
     pub origin: OriginConfig,
     /// Template for every edge (ids, addresses, peers and origin link are filled in).
     pub edge: EdgeConfig,
+    /// Route edge ↔ origin traffic through a [`Relay`] (for delay and partitions).
+    pub relay: bool,
 }
 
 impl Default for ClusterSpec {
@@ -37,6 +40,7 @@ impl Default for ClusterSpec {
             edges_per_region: 2,
             origin: OriginConfig::default(),
             edge: EdgeConfig::default(),
+            relay: false,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Cluster {
     pub origin: Option<Origin>,
     /// The regions.
     pub regions: Vec<Region>,
+    /// The relay between edges and origin, if the spec asked for one.
+    pub relay: Option<Relay>,
     origin_config: OriginConfig,
     store: Arc<ObjectStore>,
     dir: PathBuf,
@@ -102,6 +108,12 @@ impl Cluster {
             quic_listen: origin.quic_addr,
             ..origin_config
         };
+        let relay = if spec.relay {
+            Some(Relay::start(origin.quic_addr).await.map_err(io)?)
+        } else {
+            None
+        };
+        let origin_addr = relay.as_ref().map_or(origin.quic_addr, |r| r.addr);
         let mut regions = Vec::new();
         for name in &spec.regions {
             let mut listeners = Vec::new();
@@ -124,7 +136,7 @@ impl Cluster {
                 c.region = name.clone();
                 c.listen = addrs[i];
                 c.peers = ids.iter().cloned().zip(addrs.iter().copied()).collect();
-                c.origin.addr = origin.quic_addr;
+                c.origin.addr = origin_addr;
                 c.origin.fingerprint = Some(origin.fingerprint.clone());
                 c.origin.cert_file = None;
                 let settings = c
@@ -145,6 +157,7 @@ impl Cluster {
         Ok(Self {
             origin: Some(origin),
             regions,
+            relay,
             origin_config,
             store,
             dir,

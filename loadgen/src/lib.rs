@@ -9,6 +9,7 @@
 //!   policy, plus the FIFO and Belady references, and reports object and byte hit ratios.
 //!
 //! - [`cluster`]: an in-process origin and regions of edges on loopback.
+//! - [`relay`]: a UDP relay that delays or black-holes edge ↔ origin QUIC traffic.
 //! - [`demo`]: the main job: the cluster, every object fetched through every region twice,
 //!   a per-region summary.
 //!
@@ -17,6 +18,7 @@
 pub mod cluster;
 pub mod demo;
 pub mod hitrate;
+pub mod relay;
 pub mod trace;
 
 /// Errors of the loadgen library.

@@ -92,3 +92,26 @@ fn bad_input_gets_a_clear_error() {
         .expect("runs");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read trace /nonexistent/t.csv"));
 }
+
+#[test]
+fn demo_runs_end_to_end_and_reports_every_region() {
+    let out = shoal()
+        .args(["demo", "--objects", "18", "--concurrency", "4", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let regions = v["regions"].as_array().expect("regions");
+    assert_eq!(regions.len(), 3);
+    for r in regions {
+        assert_eq!(r["requests"], 36);
+        assert_eq!(r["errors"], 0);
+        // Every object reaches the origin once per region; the second pass is all hits.
+        assert_eq!(r["origin_fetches"], 18, "{r}");
+        assert_eq!(r["hit_ratio"], 50.0, "{r}");
+    }
+}

@@ -42,9 +42,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal to send, or `None` when the request carries the admin token.
+fn refusal(state: &State, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.config.admin_token else {
-        return Err(text(
+        return Some(text(
             StatusCode::FORBIDDEN,
             "object writes are disabled: no admin_token configured\n",
         ));
@@ -54,13 +55,15 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if same(g.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or invalid bearer token\n",
-        )
-            .into_response()),
+        Some(g) if same(g.as_bytes(), token.as_bytes()) => None,
+        _ => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or invalid bearer token\n",
+            )
+                .into_response(),
+        ),
     }
 }
 
@@ -70,7 +73,7 @@ async fn put_object(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     let ct = headers
@@ -94,7 +97,7 @@ async fn delete_object(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = refusal(&state, &headers) {
         return r;
     }
     match state.store.delete(&format!("/{path}")) {

@@ -51,6 +51,9 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<State>, cancel: 
     endpoint.close(0u32.into(), b"origin shutting down");
     tracker.close();
     tracker.wait().await;
+    // Let the close reach the edges and the socket be released, so a restarted origin can
+    // bind the same port.
+    endpoint.wait_idle().await;
 }
 
 async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: CancellationToken) {

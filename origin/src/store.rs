@@ -155,9 +155,8 @@ impl ObjectStore {
     async fn read_file(&self, root: &Path, path: &str) -> Result<Arc<Object>, OriginError> {
         let candidate = root.join(path.trim_start_matches('/'));
         // Resolve symlinks and make sure the result is still under the root.
-        let real = match tokio::fs::canonicalize(&candidate).await {
-            Ok(r) => r,
-            Err(_) => return Err(OriginError::NotFound(path.to_string())),
+        let Ok(real) = tokio::fs::canonicalize(&candidate).await else {
+            return Err(OriginError::NotFound(path.to_string()));
         };
         if !real.starts_with(root) {
             return Err(OriginError::BadPath {

@@ -1,0 +1,5 @@
+//! End-to-end scenarios against real servers on loopback ports.
+
+mod bad_input;
+mod hitrate;
+mod request_path;
