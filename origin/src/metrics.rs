@@ -1,13 +1,13 @@
 //! Origin metrics in Prometheus text format.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// How a fetch ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum FetchResult {
     /// Full body sent.
     Ok,
@@ -21,9 +21,22 @@ pub enum FetchResult {
     Error,
 }
 
+impl FetchResult {
+    /// The metric label value (snake case, as Prometheus labels are written).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::NotModified => "not_modified",
+            Self::NotFound => "not_found",
+            Self::BadRequest => "bad_request",
+            Self::Error => "error",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
-    result: FetchResult,
+    result: &'static str,
 }
 
 /// The origin's metric families.
@@ -60,14 +73,22 @@ impl Default for Metrics {
 impl Metrics {
     /// Records one fetch.
     pub fn fetch(&self, result: FetchResult, body_bytes: u64, seconds: f64) {
-        self.fetches.get_or_create(&ResultLabels { result }).inc();
+        self.fetches
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
         self.bytes.inc_by(body_bytes);
         self.latency.observe(seconds);
     }
 
     /// Fetches so far with `result`.
     pub fn fetches(&self, result: FetchResult) -> u64 {
-        self.fetches.get_or_create(&ResultLabels { result }).get()
+        self.fetches
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .get()
     }
 
     /// The Prometheus text exposition.

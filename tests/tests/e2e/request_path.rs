@@ -95,6 +95,42 @@ async fn miss_then_hit_head_304_and_ranges() {
     );
     let missing = raw_http(edge, &request("GET", "/nope", &[])).await;
     assert_eq!(missing.status, 404);
+
+    // Observability: Prometheus text on the admin ports, and readiness.
+    let e = c.edge(0, 0).expect("edge");
+    let m = raw_http(e.admin_addr, &request("GET", "/metrics", &[])).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains(r#"shoal_edge_requests_total{status="200",cache="hit"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"shoal_edge_origin_fetches_total{result="ok"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("shoal_edge_request_duration_seconds_bucket"),
+        "a histogram, not a summary"
+    );
+    assert!(text.contains("shoal_edge_cache_entries 1"), "{text}");
+    assert_eq!(
+        raw_http(e.admin_addr, &request("GET", "/readyz", &[]))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        raw_http(e.admin_addr, &request("GET", "/healthz", &[]))
+            .await
+            .status,
+        200
+    );
+    let admin = c.origin.as_ref().expect("origin").admin_addr;
+    let om = raw_http(admin, &request("GET", "/metrics", &[])).await;
+    assert!(
+        String::from_utf8_lossy(&om.body)
+            .contains(r#"shoal_origin_fetches_total{result="not_found"} 1"#)
+    );
     c.shutdown().await;
 }
 
