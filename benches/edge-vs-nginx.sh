@@ -18,9 +18,11 @@ done
 cargo build --release -q --bin shoal
 SHOAL="$PWD/target/release/shoal"
 W="$(mktemp -d /dev/shm/shoal-bench.XXXXXX)"
-cleanup() { kill $(jobs -p) 2>/dev/null || true; nginx -c "$W/nginx.conf" -p "$W" -s stop 2>/dev/null || true; rm -rf "$W"; }
+cleanup() { [ -n "${KEEP:-}" ] && return; kill $(jobs -p) 2>/dev/null || true; nginx -c "$W/nginx.conf" -p "$W" -s stop 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 mkdir -p "$W/content" "$W/cache" "$W/logs"
+# nginx workers run as an unprivileged user: let them read the content and write the cache.
+chmod 755 "$W" "$W/content"; chmod 777 "$W/cache"
 head -c 1024 /dev/urandom > "$W/content/1k.bin"
 head -c 102400 /dev/urandom > "$W/content/100k.bin"
 head -c 2097152 /dev/urandom > "$W/content/2m.bin"

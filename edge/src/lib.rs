@@ -79,6 +79,9 @@ pub(crate) struct EdgeState {
     metrics: metrics::Metrics,
     key_policy: KeyPolicy,
     draining: AtomicBool,
+    /// `X-Shoal-Node` value, built once.
+    node_header: axum::http::HeaderValue,
+    date: pipeline::DateCache,
 }
 
 /// A running edge.
@@ -164,6 +167,12 @@ impl Edge {
         connector.set_connect_timeout(Some(settings.peer));
         connector.set_nodelay(true);
         let peer_client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let node_header = axum::http::HeaderValue::from_str(&c.node_id).map_err(|_| {
+            EdgeError::Config(format!(
+                "node_id {:?} is not a valid header value",
+                c.node_id
+            ))
+        })?;
         let state = Arc::new(EdgeState {
             node_id: c.node_id.clone(),
             key_policy: KeyPolicy {
@@ -177,6 +186,8 @@ impl Edge {
             peer_client,
             metrics: metrics::Metrics::default(),
             draining: AtomicBool::new(false),
+            node_header,
+            date: pipeline::DateCache::default(),
         });
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();

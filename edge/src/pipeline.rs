@@ -84,7 +84,9 @@ pub(crate) async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return (r, "none");
     }
-    if parts.uri.to_string().len() > MAX_URI {
+    let uri_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if uri_len > MAX_URI {
         return (
             text(
                 StatusCode::URI_TOO_LONG,
@@ -159,7 +161,8 @@ pub(crate) async fn handle(
         Err(e) => return (text(StatusCode::BAD_REQUEST, format!("{e}\n")), "none"),
     };
     // Route: forwarded requests are ours by definition (loop prevention).
-    if !parts.headers.contains_key(FORWARDED) {
+    let mine = st.ring.owner(key.as_str()).is_ok_and(|o| o == st.node_id);
+    if !mine && !parts.headers.contains_key(FORWARDED) {
         for node in st.ring.successors(key.as_str(), st.ring.len()) {
             if node == st.node_id {
                 break;
@@ -526,6 +529,41 @@ async fn origin_fill(
     }
 }
 
+const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+
+/// The `Cache-Status` value: static for the common outcomes, built for the rest.
+fn cache_status_value(status: CacheStatus) -> HeaderValue {
+    match status {
+        CacheStatus::Hit => HeaderValue::from_static("shoal; hit"),
+        CacheStatus::StaleHit => HeaderValue::from_static("shoal; hit; detail=stale"),
+        CacheStatus::MissStored => HeaderValue::from_static("shoal; fwd=miss; stored"),
+        other => HeaderValue::from_str(&other.header_value("shoal"))
+            .unwrap_or(HeaderValue::from_static("shoal")),
+    }
+}
+
+/// The `Date` header, formatted at most once per second.
+#[derive(Debug, Default)]
+pub(crate) struct DateCache(std::sync::Mutex<Option<(u64, HeaderValue)>>);
+
+impl DateCache {
+    fn get(&self, now: SystemTime) -> HeaderValue {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*g {
+            Some((s, v)) if *s == secs => v.clone(),
+            _ => {
+                let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                    .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+                *g = Some((secs, v.clone()));
+                v
+            }
+        }
+    }
+}
+
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
     let etag = strip(etag);
@@ -551,17 +589,9 @@ fn respond(
     }
     let age = obj.freshness.current_age(now).as_secs();
     headers.insert(header::AGE, HeaderValue::from(age));
-    headers.insert(
-        header::DATE,
-        HeaderValue::from_str(&httpdate::fmt_http_date(now))
-            .unwrap_or(HeaderValue::from_static("")),
-    );
-    if let Ok(v) = HeaderValue::from_str(&status.header_value("shoal")) {
-        headers.insert("cache-status", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&st.node_id) {
-        headers.insert(NODE, v);
-    }
+    headers.insert(header::DATE, st.date.get(now));
+    headers.insert(CACHE_STATUS, cache_status_value(status));
+    headers.insert(NODE, st.node_header.clone());
     let mut code = StatusCode::from_u16(obj.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut body = obj.body.clone();
     if code == StatusCode::OK {
@@ -600,9 +630,8 @@ fn respond(
                     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                         r.headers_mut().insert(header::CONTENT_RANGE, v);
                     }
-                    if let Ok(v) = HeaderValue::from_str(&status.header_value("shoal")) {
-                        r.headers_mut().insert("cache-status", v);
-                    }
+                    r.headers_mut()
+                        .insert(CACHE_STATUS, cache_status_value(status));
                     return r;
                 }
             }
@@ -636,12 +665,8 @@ fn stream(
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     headers.insert(header::AGE, HeaderValue::from(0u64));
-    if let Ok(v) = HeaderValue::from_str(&status.header_value("shoal")) {
-        headers.insert("cache-status", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&st.node_id) {
-        headers.insert(NODE, v);
-    }
+    headers.insert(CACHE_STATUS, cache_status_value(status));
+    headers.insert(NODE, st.node_header.clone());
     let chunks = futures_util::stream::unfold(Some(reader), |reader| async move {
         let mut reader = reader?;
         match reader.next().await {

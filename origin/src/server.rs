@@ -118,12 +118,10 @@ async fn fetch_stream(
             .await;
         }
     };
-    let (result, bytes) = respond(&mut send, &codec, &fetch, state).await?;
+    respond(&mut send, &codec, &fetch, state).await?;
     send.finish()
         .map_err(|e| OriginError::Transport(e.to_string()))?;
-    state
-        .metrics
-        .fetch(result, bytes, started.elapsed().as_secs_f64());
+    state.metrics.latency(started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -159,9 +157,8 @@ async fn reply_error(
     });
     write_frame(send, codec, &msg).await?;
     let _ = send.finish();
-    state
-        .metrics
-        .fetch(FetchResult::BadRequest, 0, started.elapsed().as_secs_f64());
+    state.metrics.fetch(FetchResult::BadRequest, 0);
+    state.metrics.latency(started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -191,7 +188,7 @@ async fn respond(
     codec: &FrameCodec,
     f: &FetchRequest,
     state: &State,
-) -> Result<(FetchResult, u64), OriginError> {
+) -> Result<(), OriginError> {
     let (result, head, body) = match state.store.get(&f.key).await {
         Ok(obj) => {
             let cc = state.config.cache_control(&f.key).to_string();
@@ -207,8 +204,9 @@ async fn respond(
                     etag: obj.etag.clone(),
                     headers,
                 });
+                state.metrics.fetch(FetchResult::NotModified, 0);
                 write_frame(send, codec, &nm).await?;
-                return Ok((FetchResult::NotModified, 0));
+                return Ok(());
             }
             let head = ResponseHead {
                 request_id: f.request_id,
@@ -237,8 +235,8 @@ async fn respond(
             (FetchResult::Error, h, b)
         }
     };
+    state.metrics.fetch(result, body.len() as u64);
     write_frame(send, codec, &Message::ResponseHead(head)).await?;
-    let total = body.len() as u64;
     let mut offset = 0usize;
     loop {
         let end = (offset + MAX_CHUNK).min(body.len());
@@ -254,5 +252,5 @@ async fn respond(
             break;
         }
     }
-    Ok((result, total))
+    Ok(())
 }

@@ -351,3 +351,72 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     );
     c.shutdown().await;
 }
+
+/// A stale object with an ETag is revalidated with a conditional fetch (origin answers
+/// not-modified, body kept); after the origin changes it, the new version is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_objects_revalidate_then_refetch_after_a_write() {
+    let c = Cluster::start(spec(1, 1, false)).await.expect("cluster");
+    let edge = c.regions[0].addrs[0];
+    put(&c, "/r.short", b"v1").await;
+    assert_eq!(
+        raw_http(edge, &request("GET", "/r.short", &[]))
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = raw_http(edge, &request("GET", "/r.short", &[])).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"v1"[..]));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("shoal; fwd=stale; fwd-status=304; stored")
+    );
+    let origin = c.origin.as_ref().expect("origin");
+    assert_eq!(origin.metrics.fetches(FetchResult::NotModified), 1);
+
+    put(&c, "/r.short", b"v2").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = raw_http(edge, &request("GET", "/r.short", &[])).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"v2"[..]));
+    assert_eq!(r.header("cache-status"), Some("shoal; fwd=stale; stored"));
+    c.shutdown().await;
+}
+
+/// Under a partition the breaker opens after repeated failures, so requests fail at once
+/// with a body that says so; when the partition heals, requests succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_opens_under_partition_and_recovers() {
+    let mut s = spec(1, 1, true);
+    s.edge.retries = 0;
+    s.edge.breaker_failures = 2;
+    s.edge.timeouts.origin_fetch = "300ms".into();
+    let c = Cluster::start(s).await.expect("cluster");
+    ready(&c).await;
+    let edge = c.regions[0].addrs[0];
+    for i in 0..3 {
+        put(&c, &format!("/p{i}.txt"), b"x").await;
+    }
+    let relay = c.relay.as_ref().expect("relay");
+    relay.set_blackhole(true);
+    for i in 0..2 {
+        let r = raw_http(edge, &request("GET", &format!("/p{i}.txt"), &[])).await;
+        assert_eq!(r.status, 504, "attempt {i} times out");
+    }
+    let r = raw_http(edge, &request("GET", "/p2.txt", &[])).await;
+    assert_eq!(r.status, 502);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("circuit open"),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(relay.dropped() > 0);
+    relay.set_blackhole(false);
+    eventually(
+        Duration::from_secs(15),
+        "requests succeed after the partition heals",
+        || async move { raw_http(edge, &request("GET", "/p2.txt", &[])).await.status == 200 },
+    )
+    .await;
+    c.shutdown().await;
+}
