@@ -343,10 +343,7 @@ impl<V: Cacheable> Store<V> {
     }
 
     async fn get_raw(&self, key: &str) -> Option<Arc<V>> {
-        match &self.inner.backend {
-            Backend::Moka(c) => c.get(key).await,
-            Backend::S3(c) => c.get(key, Instant::now()),
-        }
+        self.inner.get_raw(key).await
     }
 
     /// The entry for `key`, counting a hit or a miss.
@@ -426,9 +423,7 @@ impl<V: Cacheable> Store<V> {
         if let Some(v) = self.get(key).await {
             return Ok(GetOrFill::Hit(v));
         }
-        self.fill_inner(key, true, fill)
-            .await
-            .map(GetOrFill::Filled)
+        self.fill_if_absent(key, fill).await.map(GetOrFill::Filled)
     }
 
     /// Like [`Self::get_or_fill`] for a caller that has just missed (so it does not look
@@ -546,6 +541,13 @@ impl<V: Cacheable> Store<V> {
 }
 
 impl<V: Cacheable> Inner<V> {
+    async fn get_raw(&self, key: &str) -> Option<Arc<V>> {
+        match &self.backend {
+            Backend::Moka(c) => c.get(key).await,
+            Backend::S3(c) => c.get(key, Instant::now()),
+        }
+    }
+
     async fn run_fill<Fut, E>(&self, key: &Arc<str>, recheck: bool, work: Fut) -> FillResult<V>
     where
         Fut: Future<Output = Result<Filled<V>, E>>,
@@ -554,10 +556,7 @@ impl<V: Cacheable> Inner<V> {
         // A fill that finished between our caller's miss and our registration has stored its
         // value already (it stores before it unregisters): use it instead of fetching again.
         if recheck {
-            let cached = match &self.backend {
-                Backend::Moka(c) => c.get(&**key).await,
-                Backend::S3(c) => c.get(key, Instant::now()),
-            };
+            let cached = self.get_raw(key).await;
             if let Some(v) = cached {
                 return Ok((v, Ok(()), false));
             }
