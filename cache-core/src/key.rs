@@ -51,8 +51,8 @@ pub enum KeyError {
 /// Checks a request path and returns it normalised: percent-decoded, without empty
 /// segments or query. Rejects anything that could name something above the root, or that
 /// two layers could read differently: `.`/`..` segments (also percent-encoded), encoded `/`
-/// or `\`, backslashes, NUL and other control characters, malformed escapes, relative
-/// paths and the bare root.
+/// or `\`, backslashes, NUL and other control characters, malformed escapes and relative
+/// paths.
 pub fn normalise_path(raw: &str) -> Result<String, KeyError> {
     let bad = |reason| KeyError::BadPath {
         path: raw.chars().take(200).collect(),
@@ -78,7 +78,7 @@ pub fn normalise_path(raw: &str) -> Result<String, KeyError> {
         out.push_str(&decoded);
     }
     if out.is_empty() {
-        return Err(bad("empty path"));
+        out.push('/'); // the root: a valid request, whatever the origin has there
     }
     Ok(out)
 }
@@ -188,6 +188,7 @@ mod tests {
     fn safe_paths() {
         assert_eq!(normalise_path("/a//b/c.ts?x=1").unwrap(), "/a/b/c.ts");
         assert_eq!(normalise_path("/a%20b").unwrap(), "/a b");
+        assert_eq!(normalise_path("//").unwrap(), "/");
         for bad in [
             "/../etc/passwd",
             "/a/%2e%2e/b",
@@ -200,7 +201,6 @@ mod tests {
             "/a%00b",
             "/a%zz",
             "etc/passwd",
-            "/",
             "",
         ] {
             assert!(normalise_path(bad).is_err(), "{bad:?} accepted");

@@ -159,6 +159,7 @@ async fn content_directory_cannot_be_escaped() {
         ("/../secret.txt", 400),
         ("/%2e%2e/secret.txt", 400),
         ("/sub", 404),
+        ("/", 404),
     ] {
         let r = raw_http(edge, &request("GET", path, &[])).await;
         assert_eq!(r.status, want, "{path}");
