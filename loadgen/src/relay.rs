@@ -2,6 +2,10 @@
 //! how latency and partitions are injected into real QUIC connections in tests (the kernel
 //! here has no netem). Each client address gets its own upstream socket, so the origin sees
 //! one peer per edge, as without the relay.
+//!
+//! Delay is a FIFO delay line per direction (one task sleeping until each packet is due), so
+//! packets keep their order as on a real link: per-packet timers would reorder packets due
+//! in the same timer tick, which QUIC reads as loss.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,13 +14,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Mutex;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// The relay's tasks, aborted when the relay is dropped.
 #[derive(Debug, Default)]
-struct Cancel(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
+struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
 
-impl Drop for Cancel {
+impl Tasks {
+    fn add(&self, h: tokio::task::AbortHandle) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    }
+}
+
+impl Drop for Tasks {
     fn drop(&mut self) {
         for h in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             h.abort();
@@ -37,7 +48,42 @@ pub struct Relay {
     /// Where edges should send (in place of the origin).
     pub addr: SocketAddr,
     knobs: Arc<Knobs>,
-    tasks: Arc<Cancel>,
+    _tasks: Arc<Tasks>,
+}
+
+/// Where a delay line delivers.
+enum Sink {
+    /// To the origin, on a connected socket.
+    Up(Arc<UdpSocket>),
+    /// Back to an edge, from the front socket.
+    Down(Arc<UdpSocket>, SocketAddr),
+}
+
+/// Starts a delay line: packets sent into it leave in order, each `delay` after it entered.
+fn delay_line(sink: Sink, tasks: &Tasks) -> mpsc::UnboundedSender<(Instant, Vec<u8>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let h = tokio::spawn(async move {
+        while let Some((due, pkt)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            let _ = match &sink {
+                Sink::Up(s) => s.send(&pkt).await,
+                Sink::Down(s, to) => s.send_to(&pkt, *to).await,
+            };
+        }
+    });
+    tasks.add(h.abort_handle());
+    tx
+}
+
+impl Knobs {
+    /// Admits a packet: `None` if black-holed, else when it is due.
+    fn admit(&self) -> Option<Instant> {
+        if self.blackhole.load(Ordering::SeqCst) {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Instant::now() + Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)))
+    }
 }
 
 impl Relay {
@@ -46,63 +92,57 @@ impl Relay {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = front.local_addr()?;
         let knobs = Arc::new(Knobs::default());
-        let tasks = Arc::new(Cancel::default());
-        let upstreams: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+        let tasks = Arc::new(Tasks::default());
         let (k, t) = (knobs.clone(), tasks.clone());
         let main = tokio::spawn(async move {
+            let mut lines: HashMap<SocketAddr, mpsc::UnboundedSender<(Instant, Vec<u8>)>> =
+                HashMap::new();
             let mut buf = vec![0u8; 65_536];
             loop {
                 let Ok((n, from)) = front.recv_from(&mut buf).await else {
                     return;
                 };
-                let up = {
-                    let mut map = upstreams.lock().await;
-                    if let Some(u) = map.get(&from) {
-                        u.clone()
-                    } else {
-                        let Ok(u) = UdpSocket::bind("127.0.0.1:0").await else {
+                let line = match lines.get(&from) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
                             continue;
                         };
-                        if u.connect(target).await.is_err() {
+                        if up.connect(target).await.is_err() {
                             continue;
                         }
-                        let u = Arc::new(u);
-                        map.insert(from, u.clone());
+                        let up = Arc::new(up);
+                        let line = delay_line(Sink::Up(up.clone()), &t);
+                        lines.insert(from, line.clone());
                         // Origin → edge direction.
-                        let (u2, f2, k2) = (u.clone(), front.clone(), k.clone());
+                        let down = delay_line(Sink::Down(front.clone(), from), &t);
+                        let k2 = k.clone();
                         let back = tokio::spawn(async move {
                             let mut b = vec![0u8; 65_536];
-                            while let Ok(n) = u2.recv(&mut b).await {
-                                let pkt = b[..n].to_vec();
-                                let f = f2.clone();
-                                forward(&k2, pkt, move |p| async move {
-                                    let _ = f.send_to(&p, from).await;
-                                })
-                                .await;
+                            while let Ok(n) = up.recv(&mut b).await {
+                                if let Some(due) = k2.admit() {
+                                    let _ = down.send((due, b[..n].to_vec()));
+                                }
                             }
                         });
-                        t.0.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(back.abort_handle());
-                        u
+                        t.add(back.abort_handle());
+                        line
                     }
                 };
-                let pkt = buf[..n].to_vec();
-                forward(&k, pkt, move |p| async move {
-                    let _ = up.send(&p).await;
-                })
-                .await;
+                if let Some(due) = k.admit() {
+                    let _ = line.send((due, buf[..n].to_vec()));
+                }
             }
         });
-        tasks
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(main.abort_handle());
-        Ok(Self { addr, knobs, tasks })
+        tasks.add(main.abort_handle());
+        Ok(Self {
+            addr,
+            knobs,
+            _tasks: tasks,
+        })
     }
 
-    /// Delays every packet, both ways, by `d`.
+    /// Delays every packet, both ways, by `d` (order is kept).
     pub fn set_delay(&self, d: Duration) {
         self.knobs
             .delay_ms
@@ -117,30 +157,5 @@ impl Relay {
     /// Packets dropped so far.
     pub fn dropped(&self) -> u64 {
         self.knobs.dropped.load(Ordering::SeqCst)
-    }
-
-    /// Number of tasks (for leak checks).
-    pub fn tasks(&self) -> usize {
-        self.tasks.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-async fn forward<F, Fut>(k: &Knobs, pkt: Vec<u8>, send: F)
-where
-    F: FnOnce(Vec<u8>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    if k.blackhole.load(Ordering::SeqCst) {
-        k.dropped.fetch_add(1, Ordering::SeqCst);
-        return;
-    }
-    let d = k.delay_ms.load(Ordering::SeqCst);
-    if d == 0 {
-        send(pkt).await;
-    } else {
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(d)).await;
-            send(pkt).await;
-        });
     }
 }
