@@ -28,6 +28,14 @@ pub enum ClientError {
     /// The region has no edges.
     #[error("the region has no edges")]
     NoEdges,
+    /// One request to one edge failed (connect, timeout, or a broken response).
+    #[error("{edge}: {reason}")]
+    Request {
+        /// The edge's address.
+        edge: String,
+        /// What failed.
+        reason: String,
+    },
     /// Every edge that could serve the key failed.
     #[error("no edge answered for {key}: {last}")]
     AllFailed {
@@ -141,7 +149,7 @@ impl RegionClient {
                     f.failovers = failovers;
                     return Ok(f);
                 }
-                Err(e) => last = format!("{node}: {e}"),
+                Err(e) => last = format!("{node} ({e})"),
             }
         }
         Err(ClientError::AllFailed {
@@ -156,14 +164,18 @@ impl RegionClient {
         addr: SocketAddr,
         path_and_query: &str,
         headers: &[(&str, &str)],
-    ) -> Result<Fetched, String> {
+    ) -> Result<Fetched, ClientError> {
+        let fail = |reason: String| ClientError::Request {
+            edge: addr.to_string(),
+            reason,
+        };
         let start = Instant::now();
         let mut b = Request::get(format!("http://{addr}{path_and_query}"))
             .header(http::header::HOST, &self.host);
         for (n, v) in headers {
             b = b.header(*n, *v);
         }
-        let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
+        let req = b.body(Empty::new()).map_err(|e| fail(e.to_string()))?;
         let fut = async {
             let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
             let ttfb = start.elapsed();
@@ -173,7 +185,8 @@ impl RegionClient {
         };
         let (parts, body, ttfb) = tokio::time::timeout(self.timeout, fut)
             .await
-            .map_err(|_| format!("timed out after {:?}", self.timeout))??;
+            .map_err(|_| fail(format!("timed out after {:?}", self.timeout)))?
+            .map_err(fail)?;
         let h = |n: &str| {
             parts
                 .headers

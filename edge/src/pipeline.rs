@@ -302,19 +302,13 @@ async fn serve_local(
             (stream(st, head, reader, status), status.as_str())
         }
         Err(e) => {
-            let mut r = e.into_response_with_status();
+            let mut r = axum::response::IntoResponse::into_response(e);
             r.headers_mut().insert(
                 "cache-status",
                 HeaderValue::from_static("shoal; fwd=miss; detail=origin-error"),
             );
             (r, "error")
         }
-    }
-}
-
-impl EdgeError {
-    fn into_response_with_status(self) -> Response<Body> {
-        axum::response::IntoResponse::into_response(self)
     }
 }
 
