@@ -67,6 +67,8 @@ pub struct Cluster {
     pub regions: Vec<Region>,
     /// The relay between edges and origin, if the spec asked for one.
     pub relay: Option<Relay>,
+    /// Virtual nodes per edge, as the edges were configured (clients must use the same).
+    vnodes: u32,
     origin_config: OriginConfig,
     store: Arc<ObjectStore>,
     dir: PathBuf,
@@ -158,6 +160,7 @@ impl Cluster {
             origin: Some(origin),
             regions,
             relay,
+            vnodes: spec.edge.vnodes,
             origin_config,
             store,
             dir,
@@ -172,7 +175,6 @@ impl Cluster {
     /// A client for region `r`.
     pub fn client(&self, r: usize) -> Result<RegionClient, LoadgenError> {
         let reg = &self.regions[r];
-        let vnodes = shoal_edge::EdgeConfig::default().vnodes;
         RegionClient::new(
             reg.ids
                 .iter()
@@ -180,7 +182,7 @@ impl Cluster {
                 .zip(reg.addrs.iter().copied())
                 .collect(),
             HOST,
-            vnodes,
+            self.vnodes,
         )
         .map_err(|e| LoadgenError::Cluster(e.to_string()))
     }
