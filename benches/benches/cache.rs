@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shoal_cache_core::object::Sized;
+use shoal_cache_core::object::Weighted;
 use shoal_cache_core::{Policy, Store, StoreConfig};
 
 const ENTRIES: usize = 1_000_000;
@@ -25,7 +25,7 @@ fn index(state: &mut u64) -> usize {
     (*state % ENTRIES as u64) as usize
 }
 
-async fn filled(policy: Policy, keys: &[Arc<str>]) -> Store<Sized> {
+async fn filled(policy: Policy, keys: &[Arc<str>]) -> Store<Weighted> {
     let s = Store::new(StoreConfig {
         capacity: 4 * ENTRIES as u64,
         max_object_size: 1 << 20,
@@ -33,7 +33,7 @@ async fn filled(policy: Policy, keys: &[Arc<str>]) -> Store<Sized> {
     })
     .expect("valid config");
     for k in keys {
-        let _ = s.insert(k.clone(), Arc::new(Sized { size: 1 })).await;
+        let _ = s.insert(k.clone(), Arc::new(Weighted { size: 1 })).await;
     }
     s.run_pending_tasks().await;
     s
@@ -46,7 +46,7 @@ enum Op {
     Mix,
 }
 
-async fn work(s: Store<Sized>, keys: Arc<Vec<Arc<str>>>, op: Op, n: u64, seed: u64) {
+async fn work(s: Store<Weighted>, keys: Arc<Vec<Arc<str>>>, op: Op, n: u64, seed: u64) {
     let mut st = seed | 1;
     for i in 0..n {
         let k = &keys[index(&mut st)];
@@ -56,7 +56,7 @@ async fn work(s: Store<Sized>, keys: Arc<Vec<Arc<str>>>, op: Op, n: u64, seed: u
             Op::Mix => i % 10 == 0,
         };
         if insert {
-            let _ = s.insert(k.clone(), Arc::new(Sized { size: 1 })).await;
+            let _ = s.insert(k.clone(), Arc::new(Weighted { size: 1 })).await;
         } else {
             black_box(s.get(k).await);
         }

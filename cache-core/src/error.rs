@@ -1,7 +1,5 @@
 //! Error types of the cache core, one per concern, gathered in [`enum@Error`].
 
-use std::sync::Arc;
-
 /// Any error the cache core reports.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,9 +12,6 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A cache fill failed.
-    #[error(transparent)]
-    Fill(#[from] FillError),
 }
 
 /// Errors of the wire codec ([`crate::wire`]).
@@ -63,6 +58,10 @@ pub enum WireError {
     /// Reading or writing the stream failed.
     #[error("stream I/O: {0}")]
     Io(String),
+    /// A body arrived out of order, past its announced length, short of it, or
+    /// interleaved with another message.
+    #[error("bad body: {0}")]
+    Body(String),
 }
 
 /// Errors of the hash ring ([`crate::ring`]).
@@ -104,22 +103,4 @@ pub enum ConfigError {
         /// Why it is rejected.
         reason: String,
     },
-}
-
-/// A fill (the upstream fetch behind a miss) failed. Every coalesced waiter gets the same
-/// error; nothing is cached.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cache fill failed: {0}")]
-pub struct FillError(pub Arc<dyn std::error::Error + Send + Sync + 'static>);
-
-impl FillError {
-    /// Wraps the fill's own error.
-    pub fn new<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
-        Self(Arc::new(e))
-    }
-
-    /// The fill's own error, if it is of type `E`.
-    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        self.0.downcast_ref::<E>()
-    }
 }

@@ -148,6 +148,12 @@ impl CacheKey {
         &self.0
     }
 
+    /// The part after the host: the path and the query the key keeps (sorted, without
+    /// ignored parameters). This is what an edge asks the origin for.
+    pub fn path_and_query(&self) -> &str {
+        self.0.find('/').map_or("/", |i| &self.0[i..])
+    }
+
     /// The shared string behind the key.
     pub fn as_arc(&self) -> &Arc<str> {
         &self.0

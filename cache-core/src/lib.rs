@@ -11,11 +11,15 @@
 //! - [`freshness`]: RFC 9111 Cache-Control parsing, storability, lifetime, age, stale windows.
 //! - [`key`]: normalised [`CacheKey`]s.
 //! - [`ring`]: the consistent-hash [`Ring`] that assigns each key an owner edge.
+//! - [`region`]: [`RegionMap`], the one routing contract (ring + key policy) that edges,
+//!   clients and the load generator share.
 //! - [`wire`]: the versioned, size-limited edge ↔ origin frames.
 //! - [`status`]: [`CacheStatus`] and [`NoStoreReason`] for headers, metrics and logs.
-//! - [`size`]: parsing of sizes such as `64MiB`.
+//! - [`size`]: sizes such as `64MiB` and durations such as `250ms`, parsed once into
+//!   [`size::ByteSize`] and [`size::Span`] (serde-ready for config files).
 //! - [`error`]: the crate's error enums.
-//! - `io` (feature `io`): framed reading and writing over async streams.
+//! - `io` (feature `io`): framed reading and writing over async streams, and
+//!   `BodyStream`, the one reader of body chunks (offsets checked in one place).
 
 pub mod error;
 pub mod freshness;
@@ -23,6 +27,7 @@ pub mod freshness;
 pub mod io;
 pub mod key;
 pub mod object;
+pub mod region;
 pub mod ring;
 mod s3fifo;
 pub mod size;
@@ -30,10 +35,11 @@ pub mod status;
 pub mod store;
 pub mod wire;
 
-pub use error::{ConfigError, Error, FillError, RingError, WireError};
+pub use error::{ConfigError, Error, RingError, WireError};
 pub use freshness::{CacheControl, Exchange, Freshness, FreshnessPolicy, FreshnessState};
 pub use key::{CacheKey, KeyError, KeyPolicy, normalise_path};
-pub use object::{Cacheable, CachedObject, Sized};
+pub use object::{Cacheable, CachedObject, Weighted};
+pub use region::RegionMap;
 pub use ring::Ring;
 pub use status::{CacheStatus, NoStoreReason};
 pub use store::{FillOutcome, Filled, GetOrFill, Lookup, Policy, Store, StoreConfig, StoreStats};

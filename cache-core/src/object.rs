@@ -61,12 +61,12 @@ impl Cacheable for CachedObject {
 /// An entry of known size and no expiry: trace replay and benchmarks, where only the size
 /// matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sized {
+pub struct Weighted {
     /// Weight in bytes (or 1 for count-based capacity).
     pub size: u64,
 }
 
-impl Cacheable for Sized {
+impl Cacheable for Weighted {
     fn weight(&self) -> u64 {
         self.size
     }

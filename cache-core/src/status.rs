@@ -22,6 +22,9 @@ pub enum NoStoreReason {
     ErrorStatus,
     /// The object is larger than the maximum object size (or the whole cache).
     TooLarge,
+    /// The body is larger than the maximum object size, so it was passed through as a
+    /// stream and never held whole (only the request that fetched it has it).
+    Streamed,
     /// The eviction policy declined to admit it (TinyLFU admission).
     Rejected,
 }
@@ -37,7 +40,7 @@ impl NoStoreReason {
             Self::SetCookie => "set-cookie",
             Self::Status => "status",
             Self::ErrorStatus => "error-status",
-            Self::TooLarge => "too-large",
+            Self::TooLarge | Self::Streamed => "too-large",
             Self::Rejected => "rejected",
         }
     }
@@ -52,6 +55,9 @@ pub enum CacheStatus {
     StaleHit,
     /// Not in the cache: fetched and stored.
     MissStored,
+    /// Not in the cache: joined a fetch another request had started, and got its
+    /// response (RFC 9211 `collapsed`).
+    Collapsed,
     /// Not in the cache: fetched, not stored for the reason given.
     MissNotStored(NoStoreReason),
     /// Stale in the cache; revalidated upstream (304) and served.
@@ -67,6 +73,7 @@ impl CacheStatus {
             Self::Hit => "hit",
             Self::StaleHit => "stale",
             Self::MissStored => "miss",
+            Self::Collapsed => "collapsed",
             Self::MissNotStored(_) => "bypass",
             Self::Revalidated => "revalidated",
             Self::Expired => "expired",
@@ -79,6 +86,7 @@ impl CacheStatus {
             Self::Hit => format!("{cache}; hit"),
             Self::StaleHit => format!("{cache}; hit; detail=stale"),
             Self::MissStored => format!("{cache}; fwd=miss; stored"),
+            Self::Collapsed => format!("{cache}; fwd=miss; collapsed"),
             Self::MissNotStored(r) => format!("{cache}; fwd=miss; detail={}", r.as_str()),
             Self::Revalidated => format!("{cache}; fwd=stale; fwd-status=304; stored"),
             Self::Expired => format!("{cache}; fwd=stale; stored"),

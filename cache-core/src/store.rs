@@ -7,6 +7,7 @@
 //! methods and the same fill coalescing, which is done here rather than with moka's
 //! `try_get_with` so that every policy coalesces, fails and counts identically.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use crate::error::{ConfigError, FillError};
+use crate::error::ConfigError;
 use crate::freshness::FreshnessState;
 use crate::object::{Cacheable, CachedObject};
 use crate::s3fifo::S3Fifo;
@@ -55,6 +56,13 @@ impl Policy {
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Policy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -197,25 +205,53 @@ pub struct Filled<V> {
     pub storable: Result<(), NoStoreReason>,
 }
 
-/// What a caller of [`Store::fill`] gets.
+/// How a caller of [`Store::fill`] came by its value (after moka's `InitResult`).
 #[derive(Debug, Clone)]
-pub struct FillOutcome<V> {
-    /// The filled value.
-    pub value: Arc<V>,
-    /// Whether it was stored, or why not.
-    pub stored: Result<(), NoStoreReason>,
-    /// This caller ran the fill (`false`: it joined one already running). A joiner given a
-    /// value that was not stored because it is per-client (`Private`, `SetCookie`,
-    /// `Authorization`) must not serve it and should fetch for itself.
-    pub leader: bool,
-    /// The fill work ran; `false` when the fill found the value already cached by a fill
-    /// that finished just before it.
-    pub ran: bool,
+pub enum FillOutcome<V> {
+    /// This caller ran the fill work.
+    Ran {
+        /// The filled value.
+        value: Arc<V>,
+        /// Whether it was stored, or why not.
+        stored: Result<(), NoStoreReason>,
+    },
+    /// This caller joined a fill another caller was running (a collapsed request). Given a
+    /// value not stored because it is per-client (`Private`, `SetCookie`, `Authorization`),
+    /// a joiner must not serve it and should fetch for itself.
+    Joined {
+        /// The filled value.
+        value: Arc<V>,
+        /// Whether it was stored, or why not.
+        stored: Result<(), NoStoreReason>,
+    },
+    /// The fill found the value already cached, stored by a fill that finished between
+    /// this caller's miss and its fill: no work ran.
+    FoundCached(Arc<V>),
 }
 
-/// Value, whether it was stored, and whether the fill work ran (`false`: found cached).
-type FillResult<V> = Result<(Arc<V>, Result<(), NoStoreReason>, bool), FillError>;
-type SharedFill<V> = Shared<BoxFuture<'static, FillResult<V>>>;
+impl<V> FillOutcome<V> {
+    /// The value, however it was obtained.
+    pub fn value(&self) -> &Arc<V> {
+        match self {
+            Self::Ran { value, .. } | Self::Joined { value, .. } | Self::FoundCached(value) => {
+                value
+            }
+        }
+    }
+
+    /// Whether the value is in the cache now, or why not.
+    pub fn stored(&self) -> Result<(), NoStoreReason> {
+        match self {
+            Self::Ran { stored, .. } | Self::Joined { stored, .. } => *stored,
+            Self::FoundCached(_) => Ok(()),
+        }
+    }
+}
+
+/// What one fill produced, shared by its waiters: value, whether it was stored, and
+/// whether the work ran (`false`: found cached). A failure is the fill's own error, shared.
+type FillResult<V, E> = Result<(Arc<V>, Result<(), NoStoreReason>, bool), Arc<E>>;
+type SharedFill<V, E> = Shared<BoxFuture<'static, FillResult<V, E>>>;
 
 /// The answer of [`Store::get_or_fill`].
 #[derive(Debug, Clone)]
@@ -231,7 +267,7 @@ impl<V> GetOrFill<V> {
     pub fn value(&self) -> &Arc<V> {
         match self {
             Self::Hit(v) => v,
-            Self::Filled(f) => &f.value,
+            Self::Filled(f) => f.value(),
         }
     }
 }
@@ -245,7 +281,9 @@ struct Inner<V: Cacheable> {
     backend: Backend<V>,
     config: StoreConfig,
     counters: Arc<Counters>,
-    inflight: Mutex<HashMap<Arc<str>, SharedFill<V>>>,
+    /// Fills in flight, by key and by the fill's error type (so each waiter gets the error
+    /// type it asked for; the `Any` is always a `SharedFill<V, E>` for that `E`).
+    inflight: Mutex<HashMap<(Arc<str>, TypeId), Box<dyn Any + Send + Sync>>>,
 }
 
 /// A byte-bounded cache of `Arc<V>` keyed by string, with coalesced fills.
@@ -398,11 +436,11 @@ impl<V: Cacheable> Store<V> {
     ///
     /// `fill` is called (only by the caller that runs the fill) while an internal lock is
     /// held: it must only build the future, not do work.
-    pub async fn fill<F, Fut, E>(&self, key: &str, fill: F) -> Result<FillOutcome<V>, FillError>
+    pub async fn fill<F, Fut, E>(&self, key: &str, fill: F) -> Result<FillOutcome<V>, Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
-        E: std::error::Error + Send + Sync + 'static,
+        E: Send + Sync + 'static,
     {
         self.fill_inner(key, false, fill).await
     }
@@ -410,15 +448,11 @@ impl<V: Cacheable> Store<V> {
     /// The cached value for `key`, or else the result of a coalesced [`Self::fill`].
     /// Exactly one fill runs for any number of concurrent callers of a missing key, including
     /// callers that missed just before an earlier fill stored the value.
-    pub async fn get_or_fill<F, Fut, E>(
-        &self,
-        key: &str,
-        fill: F,
-    ) -> Result<GetOrFill<V>, FillError>
+    pub async fn get_or_fill<F, Fut, E>(&self, key: &str, fill: F) -> Result<GetOrFill<V>, Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
-        E: std::error::Error + Send + Sync + 'static,
+        E: Send + Sync + 'static,
     {
         if let Some(v) = self.get(key).await {
             return Ok(GetOrFill::Hit(v));
@@ -433,11 +467,11 @@ impl<V: Cacheable> Store<V> {
         &self,
         key: &str,
         fill: F,
-    ) -> Result<FillOutcome<V>, FillError>
+    ) -> Result<FillOutcome<V>, Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
-        E: std::error::Error + Send + Sync + 'static,
+        E: Send + Sync + 'static,
     {
         self.fill_inner(key, true, fill).await
     }
@@ -447,11 +481,11 @@ impl<V: Cacheable> Store<V> {
         key: &str,
         recheck: bool,
         fill: F,
-    ) -> Result<FillOutcome<V>, FillError>
+    ) -> Result<FillOutcome<V>, Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Filled<V>, E>> + Send + 'static,
-        E: std::error::Error + Send + Sync + 'static,
+        E: Send + Sync + 'static,
     {
         let (fut, leader) = {
             let mut map = self
@@ -459,24 +493,28 @@ impl<V: Cacheable> Store<V> {
                 .inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            match map.get(key) {
+            let id: (Arc<str>, TypeId) = (key.into(), TypeId::of::<E>());
+            match map
+                .get(&id)
+                .and_then(|f| f.downcast_ref::<SharedFill<V, E>>())
+            {
                 Some(f) => (f.clone(), false),
                 None => {
-                    let k: Arc<str> = key.into();
                     let inner = self.inner.clone();
                     let work = fill();
-                    let shared = async move {
-                        let out = inner.run_fill(&k, recheck, work).await;
+                    let id2 = id.clone();
+                    let shared: SharedFill<V, E> = async move {
+                        let out = inner.run_fill(&id2.0, recheck, work).await;
                         inner
                             .inflight
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .remove(&k);
+                            .remove(&id2);
                         out
                     }
                     .boxed()
                     .shared();
-                    map.insert(key.into(), shared.clone());
+                    map.insert(id, Box::new(shared.clone()));
                     (shared, true)
                 }
             }
@@ -485,11 +523,10 @@ impl<V: Cacheable> Store<V> {
             bump(&self.inner.counters.coalesced);
         }
         let (value, stored, ran) = fut.await?;
-        Ok(FillOutcome {
-            value,
-            stored,
-            leader,
-            ran,
+        Ok(match (ran, leader) {
+            (false, _) => FillOutcome::FoundCached(value),
+            (true, true) => FillOutcome::Ran { value, stored },
+            (true, false) => FillOutcome::Joined { value, stored },
         })
     }
 
@@ -548,10 +585,9 @@ impl<V: Cacheable> Inner<V> {
         }
     }
 
-    async fn run_fill<Fut, E>(&self, key: &Arc<str>, recheck: bool, work: Fut) -> FillResult<V>
+    async fn run_fill<Fut, E>(&self, key: &Arc<str>, recheck: bool, work: Fut) -> FillResult<V, E>
     where
         Fut: Future<Output = Result<Filled<V>, E>>,
-        E: std::error::Error + Send + Sync + 'static,
     {
         // A fill that finished between our caller's miss and our registration has stored its
         // value already (it stores before it unregisters): use it instead of fetching again.
@@ -575,7 +611,7 @@ impl<V: Cacheable> Inner<V> {
             }
             Err(e) => {
                 bump(&self.counters.fill_errors);
-                Err(FillError::new(e))
+                Err(Arc::new(e))
             }
         }
     }

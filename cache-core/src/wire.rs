@@ -22,6 +22,8 @@ use crate::error::WireError;
 
 /// The protocol version this build speaks; carried in every frame header.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// ALPN id of the edge ↔ origin protocol over QUIC.
+pub const ALPN: &[u8] = b"shoal/1";
 /// Frame magic: ASCII `SH`.
 pub const MAGIC: [u8; 2] = *b"SH";
 /// Bytes in a frame header.
@@ -56,12 +58,31 @@ pub enum Message {
     Error(ErrorMessage),
 }
 
+impl Message {
+    /// The variant's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Fetch(_) => "Fetch",
+            Self::ResponseHead(_) => "ResponseHead",
+            Self::BodyChunk(_) => "BodyChunk",
+            Self::NotModified(_) => "NotModified",
+            Self::Invalidate(_) => "Invalidate",
+            Self::Ack(_) => "Ack",
+            Self::Subscribe(_) => "Subscribe",
+            Self::Lease(_) => "Lease",
+            Self::Heartbeat(_) => "Heartbeat",
+            Self::Error(_) => "Error",
+        }
+    }
+}
+
 /// Edge → origin: fetch `key`, optionally conditional on an ETag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRequest {
     /// Correlates the answer with the request in logs and traces.
     pub request_id: u64,
-    /// Normalised cache key (see [`crate::key`]).
+    /// What to fetch: the path and query the edge's cache key holds (see
+    /// [`crate::key::CacheKey::path_and_query`]).
     pub key: String,
     /// ETag the edge already holds: a match is answered with [`NotModified`].
     pub if_none_match: Option<String>,

@@ -1,8 +1,9 @@
 //! # Shoal client
 //!
 //! A library client that knows a region's edges and sends each request to the key's owner
-//! edge using the same consistent-hash ring the edges use (so no edge has to forward), and
-//! falls back to the next node on the ring when one does not answer. It exposes status,
+//! edge through the region's [`RegionMap`] — the same ring and key policy the edges use, so
+//! no edge has to forward — and falls back along the map's candidates when one does not
+//! answer. It exposes status,
 //! `Cache-Status` and timings; `shoal get` prints them, the demo and the tests use them.
 //!
 //! # Layout
@@ -17,7 +18,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use shoal_cache_core::{CacheKey, KeyPolicy, Ring};
+use shoal_cache_core::RegionMap;
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -84,30 +85,38 @@ impl Fetched {
 #[derive(Debug, Clone)]
 pub struct RegionClient {
     edges: Vec<(String, SocketAddr)>,
-    ring: Ring,
+    map: RegionMap,
     host: String,
     http: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
 }
 
 impl RegionClient {
-    /// A client for `edges` (id → address) under `host`, with the edges' vnode count.
+    /// A client for `edges` (id → address) under `host`, routing with `map` (built from the
+    /// edges' own settings: every edge id in `edges` must be on it).
     pub fn new(
         edges: Vec<(String, SocketAddr)>,
         host: &str,
-        vnodes: u32,
+        map: RegionMap,
     ) -> Result<Self, ClientError> {
         if edges.is_empty() {
             return Err(ClientError::NoEdges);
         }
-        let ring = Ring::with_nodes(vnodes, edges.iter().map(|(id, _)| id.as_str()))
-            .map_err(|e| ClientError::BadTarget(host.into(), e.to_string()))?;
+        if let Some((id, _)) = edges
+            .iter()
+            .find(|(id, _)| !map.ring().nodes().any(|n| n == id))
+        {
+            return Err(ClientError::BadTarget(
+                host.into(),
+                format!("edge {id} is not on the region's ring"),
+            ));
+        }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);
         Ok(Self {
             edges,
-            ring,
+            map,
             host: host.to_string(),
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             timeout: Duration::from_secs(30),
@@ -131,15 +140,12 @@ impl RegionClient {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Fetched, ClientError> {
-        let key = CacheKey::new(&self.host, path_and_query, &KeyPolicy::default())
+        let key = self
+            .map
+            .key(&self.host, path_and_query)
             .map_err(|e| ClientError::BadTarget(path_and_query.into(), e.to_string()))?;
         let mut last = String::from("no edge tried");
-        for (failovers, node) in self
-            .ring
-            .successors(key.as_str(), self.edges.len())
-            .into_iter()
-            .enumerate()
-        {
+        for (failovers, node) in self.map.candidates(&key).into_iter().enumerate() {
             let Some((_, addr)) = self.edges.iter().find(|(id, _)| id == node) else {
                 continue;
             };
@@ -210,7 +216,7 @@ impl RegionClient {
 
     /// The owner edge id of `path_and_query`.
     pub fn owner(&self, path_and_query: &str) -> Option<String> {
-        let key = CacheKey::new(&self.host, path_and_query, &KeyPolicy::default()).ok()?;
-        self.ring.owner(key.as_str()).ok().map(str::to_string)
+        let key = self.map.key(&self.host, path_and_query).ok()?;
+        self.map.owner(&key).map(str::to_string)
     }
 }

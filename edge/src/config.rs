@@ -1,14 +1,15 @@
-//! Edge configuration: a TOML file (every field defaulted, unknown fields rejected), with
-//! command-line flags applied on top by the binary.
+//! Edge configuration: a TOML file (every field defaulted, unknown fields rejected), parsed
+//! once into typed values (sizes, durations, the policy), with command-line flags
+//! ([`EdgeFlags`]) applied on top by [`EdgeConfig::apply`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shoal_cache_core::size::{parse_bytes, parse_duration};
-use shoal_cache_core::{FreshnessPolicy, Policy};
+use shoal_cache_core::size::{ByteSize, HumanDuration};
+use shoal_cache_core::{FreshnessPolicy, KeyPolicy, Policy, RegionMap, StoreConfig};
 
 use crate::error::EdgeError;
 
@@ -20,10 +21,16 @@ pub struct OriginLink {
     pub addr: SocketAddr,
     /// TLS server name to present. Default `localhost`.
     pub server_name: String,
-    /// PEM file of the origin certificate to pin (exactly that certificate is trusted).
+    /// PEM file of origin certificates to pin: every certificate in it is trusted, so a
+    /// new one can be added before the origin switches to it.
     pub cert_file: Option<PathBuf>,
-    /// Or: the SHA-256 fingerprint (hex) of the certificate to pin.
+    /// Or: the SHA-256 fingerprint (hex) of a certificate to pin.
     pub fingerprint: Option<String>,
+    /// More fingerprints to pin beside `fingerprint` and `cert_file` (rotation).
+    pub fingerprints: Vec<String>,
+    /// Local UDP address of the edge's QUIC endpoint. Default: loopback for a loopback
+    /// origin, else the unspecified address of the origin's family, port 0.
+    pub bind: Option<SocketAddr>,
 }
 
 impl Default for OriginLink {
@@ -33,28 +40,45 @@ impl Default for OriginLink {
             server_name: "localhost".into(),
             cert_file: None,
             fingerprint: None,
+            fingerprints: Vec::new(),
+            bind: None,
         }
     }
 }
 
-/// Cache settings, as written in the file (sizes and durations as text).
+impl OriginLink {
+    /// The local address the QUIC endpoint binds.
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind.unwrap_or_else(|| {
+            let ip: IpAddr = match self.addr.ip() {
+                IpAddr::V4(a) if a.is_loopback() => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                IpAddr::V6(a) if a.is_loopback() => Ipv6Addr::LOCALHOST.into(),
+                IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            };
+            SocketAddr::new(ip, 0)
+        })
+    }
+}
+
+/// Cache settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSection {
-    /// Capacity in bytes (`256MiB`).
-    pub capacity: String,
+    /// Capacity (`256MiB`).
+    pub capacity: ByteSize,
     /// `s3fifo` (default), `lru` or `tinylfu`.
-    pub policy: String,
+    pub policy: Policy,
     /// Objects larger than this are streamed through, never stored (`16MiB`).
-    pub max_object_size: String,
+    pub max_object_size: ByteSize,
     /// Lifetime of responses without explicit freshness (`60s`; `0` to not cache them).
-    pub default_ttl: String,
+    pub default_ttl: HumanDuration,
     /// Stale-if-error window where the origin gives none (`0`).
-    pub stale_if_error: String,
+    pub stale_if_error: HumanDuration,
     /// Stale-while-revalidate window where the origin gives none (`0`).
-    pub stale_while_revalidate: String,
+    pub stale_while_revalidate: HumanDuration,
     /// Negative caching: status code → TTL (e.g. `404 = "5s"`). Default none.
-    pub negative_ttl: BTreeMap<u16, String>,
+    pub negative_ttl: BTreeMap<u16, HumanDuration>,
     /// Query parameters left out of cache keys (`utm_*` prefix patterns allowed).
     pub ignored_query_params: Vec<String>,
 }
@@ -62,51 +86,55 @@ pub struct CacheSection {
 impl Default for CacheSection {
     fn default() -> Self {
         Self {
-            capacity: "256MiB".into(),
-            policy: "s3fifo".into(),
-            max_object_size: "16MiB".into(),
-            default_ttl: "60s".into(),
-            stale_if_error: "0".into(),
-            stale_while_revalidate: "0".into(),
+            capacity: ByteSize(256 << 20),
+            policy: Policy::default(),
+            max_object_size: ByteSize(16 << 20),
+            default_ttl: HumanDuration::secs(60),
+            stale_if_error: HumanDuration::default(),
+            stale_while_revalidate: HumanDuration::default(),
             negative_ttl: BTreeMap::new(),
             ignored_query_params: vec!["utm_*".into()],
         }
     }
 }
 
-/// Timeouts, as text.
+/// Timeouts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutSection {
     /// One origin fetch attempt, to the last body byte of a stored object (`5s`).
-    pub origin_fetch: String,
+    pub origin_fetch: HumanDuration,
     /// Establishing the QUIC connection (`3s`).
-    pub origin_connect: String,
+    pub origin_connect: HumanDuration,
+    /// A silent origin connection is declared dead after this (`3s`; QUIC keep-alives go
+    /// out every third of it): the bound on noticing a crashed origin or a partition.
+    pub origin_idle: HumanDuration,
     /// Connecting to a peer when forwarding to the owner (`2s`). The wait for the owner's
     /// response head also allows for the owner's own origin fetch and retries.
-    pub peer: String,
+    pub peer: HumanDuration,
     /// How long a peer that failed is skipped before it is tried again (`2s`).
-    pub peer_down_for: String,
+    pub peer_down_for: HumanDuration,
     /// How long the circuit breaker stays open after tripping (`2s`).
-    pub breaker_open_for: String,
+    pub breaker_open_for: HumanDuration,
     /// Bound on finishing in-flight requests at shutdown (`10s`).
-    pub shutdown_grace: String,
+    pub shutdown_grace: HumanDuration,
 }
 
 impl Default for TimeoutSection {
     fn default() -> Self {
         Self {
-            origin_fetch: "5s".into(),
-            origin_connect: "3s".into(),
-            peer: "2s".into(),
-            peer_down_for: "2s".into(),
-            breaker_open_for: "2s".into(),
-            shutdown_grace: "10s".into(),
+            origin_fetch: HumanDuration::secs(5),
+            origin_connect: HumanDuration::secs(3),
+            origin_idle: HumanDuration::secs(3),
+            peer: HumanDuration::secs(2),
+            peer_down_for: HumanDuration::secs(2),
+            breaker_open_for: HumanDuration::secs(2),
+            shutdown_grace: HumanDuration::secs(10),
         }
     }
 }
 
-/// The edge configuration file.
+/// The edge configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
@@ -118,6 +146,9 @@ pub struct EdgeConfig {
     pub listen: SocketAddr,
     /// Admin listen address (`/metrics`, `/healthz`, `/readyz`). Default `127.0.0.1:9091`.
     pub admin_listen: SocketAddr,
+    /// Listen backlog of both listeners (`4096`, as nginx-class servers use; the kernel
+    /// caps it at `net.core.somaxconn`), so a connection spike is queued, not dropped.
+    pub listen_backlog: u32,
     /// The other edges of the region: id → HTTP address. This edge is added itself.
     pub peers: BTreeMap<String, SocketAddr>,
     /// Virtual nodes per edge on the ring. Default 256.
@@ -130,7 +161,7 @@ pub struct EdgeConfig {
     pub timeouts: TimeoutSection,
     /// Retries of an idempotent origin fetch after the first attempt. Default 2.
     pub retries: u32,
-    /// Consecutive origin failures that open the circuit breaker. Default 5.
+    /// Consecutive failed origin attempts that open the circuit breaker. Default 5.
     pub breaker_failures: u32,
 }
 
@@ -141,6 +172,7 @@ impl Default for EdgeConfig {
             region: "local".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            listen_backlog: 4096,
             peers: BTreeMap::new(),
             vnodes: shoal_cache_core::ring::DEFAULT_VNODES,
             origin: OriginLink::default(),
@@ -152,85 +184,184 @@ impl Default for EdgeConfig {
     }
 }
 
-/// The configuration with every value parsed and checked.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The file form it came from.
-    pub config: EdgeConfig,
-    /// Cache capacity in bytes.
-    pub capacity: u64,
-    /// Eviction policy.
-    pub policy: Policy,
-    /// Max stored object size in bytes.
-    pub max_object_size: u64,
-    /// Freshness defaults.
-    pub freshness: FreshnessPolicy,
-    /// Negative-caching TTLs by status.
-    pub negative_ttl: BTreeMap<u16, Duration>,
-    /// Origin fetch attempt timeout.
-    pub origin_fetch: Duration,
-    /// QUIC connect timeout.
-    pub origin_connect: Duration,
-    /// Peer response-head timeout.
-    pub peer: Duration,
-    /// Dead-peer skip time.
-    pub peer_down_for: Duration,
-    /// Breaker open time.
-    pub breaker_open_for: Duration,
-    /// Shutdown grace.
-    pub shutdown_grace: Duration,
+/// Command-line overrides of an [`EdgeConfig`] (`shoal edge --…`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EdgeFlags {
+    /// TOML config file (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Client HTTP listen address.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin listen address.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Node id on the ring.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Region name.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// A region peer, `id=addr` (repeatable).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<(String, SocketAddr)>,
+    /// Origin QUIC address.
+    #[arg(long)]
+    pub origin: Option<SocketAddr>,
+    /// Origin certificates (PEM) to pin.
+    #[arg(long)]
+    pub origin_cert: Option<PathBuf>,
+    /// Origin certificate SHA-256 (hex) to pin (repeatable).
+    #[arg(long)]
+    pub origin_fingerprint: Vec<String>,
+    /// Cache capacity (`256MiB`).
+    #[arg(long)]
+    pub capacity: Option<ByteSize>,
+    /// Eviction policy: s3fifo, lru, tinylfu.
+    #[arg(long)]
+    pub policy: Option<Policy>,
+}
+
+/// Parses `id=addr`.
+pub fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected id=addr, got {s:?}"))?;
+    let addr = addr.parse().map_err(|e| format!("address in {s:?}: {e}"))?;
+    Ok((id.to_string(), addr))
 }
 
 impl EdgeConfig {
-    /// Parses TOML.
+    /// Parses TOML and checks it.
     pub fn from_toml(text: &str) -> Result<Self, EdgeError> {
-        toml::from_str(text).map_err(|e| EdgeError::Config(e.to_string()))
+        let c: Self = toml::from_str(text).map_err(|e| EdgeError::Config(e.to_string()))?;
+        Ok(c)
     }
 
-    /// Parses and checks every value.
-    pub fn settings(&self) -> Result<Settings, EdgeError> {
-        let cfg = |e: shoal_cache_core::ConfigError| EdgeError::Config(e.to_string());
-        let dur = |s: &str| parse_duration(s).map_err(cfg);
+    /// The file named by `flags.config` (or the defaults), with the flags applied, checked.
+    pub fn load(flags: EdgeFlags) -> Result<Self, EdgeError> {
+        let mut c = match &flags.config {
+            Some(p) => Self::from_toml(
+                &std::fs::read_to_string(p)
+                    .map_err(|e| EdgeError::Config(format!("reading {}: {e}", p.display())))?,
+            )?,
+            None => Self::default(),
+        };
+        c.apply(flags);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, f: EdgeFlags) {
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut self.listen, f.listen);
+        set(&mut self.admin_listen, f.admin_listen);
+        set(&mut self.node_id, f.node_id);
+        set(&mut self.region, f.region);
+        self.peers.extend(f.peers);
+        set(&mut self.origin.addr, f.origin);
+        if f.origin_cert.is_some() {
+            self.origin.cert_file = f.origin_cert;
+        }
+        self.origin.fingerprints.extend(f.origin_fingerprint);
+        set(&mut self.cache.capacity, f.capacity);
+        set(&mut self.cache.policy, f.policy);
+    }
+
+    /// Checks what serde cannot: cross-field rules and ranges.
+    pub fn validate(&self) -> Result<(), EdgeError> {
+        let bad = |m: String| Err(EdgeError::Config(m));
         if self.node_id.is_empty() {
-            return Err(EdgeError::Config("node_id must not be empty".into()));
+            return bad("node_id must not be empty".into());
         }
-        if self.peers.contains_key(&self.node_id) && self.peers[&self.node_id] != self.listen {
-            return Err(EdgeError::Config(format!(
-                "peers lists this edge ({}) at another address than listen",
+        if axum::http::HeaderValue::from_str(&self.node_id).is_err() {
+            return bad(format!(
+                "node_id {:?} is not a valid header value",
                 self.node_id
-            )));
-        }
-        if self.origin.cert_file.is_none() && self.origin.fingerprint.is_none() {
-            return Err(EdgeError::Config(
-                "origin.cert_file or origin.fingerprint is required: the edge pins the origin certificate".into(),
             ));
         }
-        let default_ttl = dur(&self.cache.default_ttl)?;
-        let negative_ttl = self
-            .cache
-            .negative_ttl
-            .iter()
-            .map(|(s, d)| Ok((*s, dur(d)?)))
-            .collect::<Result<_, EdgeError>>()?;
-        Ok(Settings {
-            capacity: parse_bytes(&self.cache.capacity).map_err(cfg)?,
-            policy: self.cache.policy.parse().map_err(cfg)?,
-            max_object_size: parse_bytes(&self.cache.max_object_size).map_err(cfg)?,
-            freshness: FreshnessPolicy {
-                default_ttl: (!default_ttl.is_zero()).then_some(default_ttl),
-                default_stale_if_error: dur(&self.cache.stale_if_error)?,
-                default_stale_while_revalidate: dur(&self.cache.stale_while_revalidate)?,
-                ..FreshnessPolicy::default()
-            },
-            negative_ttl,
-            origin_fetch: dur(&self.timeouts.origin_fetch)?,
-            origin_connect: dur(&self.timeouts.origin_connect)?,
-            peer: dur(&self.timeouts.peer)?,
-            peer_down_for: dur(&self.timeouts.peer_down_for)?,
-            breaker_open_for: dur(&self.timeouts.breaker_open_for)?,
-            shutdown_grace: dur(&self.timeouts.shutdown_grace)?,
-            config: self.clone(),
-        })
+        if self
+            .peers
+            .get(&self.node_id)
+            .is_some_and(|a| *a != self.listen)
+        {
+            return bad(format!(
+                "peers lists this edge ({}) at another address than listen",
+                self.node_id
+            ));
+        }
+        if self.origin.cert_file.is_none()
+            && self.origin.fingerprint.is_none()
+            && self.origin.fingerprints.is_empty()
+        {
+            return bad(
+                "origin.cert_file or origin.fingerprint is required: the edge pins the origin certificate".into(),
+            );
+        }
+        if self.listen_backlog == 0 {
+            return bad("listen_backlog must be at least 1".into());
+        }
+        self.store_config()
+            .validate()
+            .map_err(|e| EdgeError::Config(format!("cache.{e}")))?;
+        Ok(())
+    }
+
+    /// The store settings.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            capacity: self.cache.capacity.bytes(),
+            max_object_size: self.cache.max_object_size.bytes(),
+            policy: self.cache.policy,
+        }
+    }
+
+    /// Freshness defaults.
+    pub fn freshness(&self) -> FreshnessPolicy {
+        let ttl = self.cache.default_ttl.get();
+        FreshnessPolicy {
+            default_ttl: (!ttl.is_zero()).then_some(ttl),
+            default_stale_if_error: self.cache.stale_if_error.get(),
+            default_stale_while_revalidate: self.cache.stale_while_revalidate.get(),
+            ..FreshnessPolicy::default()
+        }
+    }
+
+    /// The negative-caching TTL for `status`, if configured.
+    pub fn negative_ttl(&self, status: u16) -> Option<Duration> {
+        self.cache.negative_ttl.get(&status).map(|d| d.get())
+    }
+
+    /// The region's routing contract: this edge and its peers on one ring, keyed with the
+    /// configured policy. Clients build the same map from the same settings.
+    pub fn region_map(&self) -> Result<RegionMap, EdgeError> {
+        let nodes = std::iter::once(self.node_id.as_str()).chain(
+            self.peers
+                .keys()
+                .map(String::as_str)
+                .filter(|p| *p != self.node_id),
+        );
+        RegionMap::new(self.vnodes, nodes, self.key_policy())
+            .map_err(|e| EdgeError::Config(e.to_string()))
+    }
+
+    /// How cache keys are built.
+    pub fn key_policy(&self) -> KeyPolicy {
+        KeyPolicy {
+            ignored_params: self.cache.ignored_query_params.clone(),
+        }
+    }
+
+    /// How long a forwarded request may wait for the owner's response head: the owner may
+    /// be running its own origin fetch with retries, so allow for all of it.
+    pub fn peer_head_wait(&self) -> Duration {
+        let t = &self.timeouts;
+        t.origin_fetch.get() * (self.retries + 1) + t.origin_connect.get() + t.peer.get()
     }
 }
 
@@ -239,7 +370,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_and_rejects() {
+    fn parses_typed_values_and_rejects_bad_ones() {
         let c = EdgeConfig::from_toml(
             r#"
             node_id = "e1"
@@ -255,29 +386,46 @@ mod tests {
             "#,
         )
         .unwrap();
-        let s = c.settings().unwrap();
-        assert_eq!(s.capacity, 1 << 30);
-        assert_eq!(s.policy, Policy::Lru);
-        assert_eq!(s.negative_ttl[&404], Duration::from_secs(5));
+        c.validate().unwrap();
+        assert_eq!(c.cache.capacity.bytes(), 1 << 30);
+        assert_eq!(c.cache.policy, Policy::Lru);
+        assert_eq!(c.negative_ttl(404), Some(Duration::from_secs(5)));
+        assert_eq!(c.region_map().unwrap().len(), 2);
         assert!(EdgeConfig::from_toml("nodeid = \"typo\"").is_err());
-        let bad = EdgeConfig {
-            origin: OriginLink {
-                fingerprint: Some("ab".into()),
-                ..OriginLink::default()
-            },
-            cache: CacheSection {
-                capacity: "lots".into(),
-                ..CacheSection::default()
-            },
-            ..EdgeConfig::default()
-        };
-        assert!(bad.settings().unwrap_err().to_string().contains("lots"));
-        assert!(
-            EdgeConfig::default()
-                .settings()
-                .unwrap_err()
-                .to_string()
-                .contains("pins")
-        );
+        let e = EdgeConfig::from_toml("[cache]\ncapacity = \"lots\"").unwrap_err();
+        assert!(e.to_string().contains("lots"), "{e}");
+        let e = EdgeConfig::from_toml("[timeouts]\npeer = \"5 fortnights\"").unwrap_err();
+        assert!(e.to_string().contains("fortnights"), "{e}");
+        let e = EdgeConfig::default().validate().unwrap_err();
+        assert!(e.to_string().contains("pins"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut c = EdgeConfig::default();
+        c.apply(EdgeFlags {
+            node_id: Some("x".into()),
+            peers: vec![parse_peer("y=127.0.0.1:9").unwrap()],
+            capacity: Some("2MiB".parse().unwrap()),
+            origin_fingerprint: vec!["ab".into()],
+            ..EdgeFlags::default()
+        });
+        assert_eq!(c.node_id, "x");
+        assert_eq!(c.peers["y"], SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(c.cache.capacity.bytes(), 2 << 20);
+        assert_eq!(c.origin.fingerprints, ["ab"]);
+        assert!(parse_peer("nope").is_err());
+    }
+
+    #[test]
+    fn quic_binds_the_origin_family_and_loopback_for_loopback() {
+        let mut o = OriginLink::default();
+        assert_eq!(o.bind_addr(), "127.0.0.1:0".parse().unwrap());
+        o.addr = "10.1.2.3:4433".parse().unwrap();
+        assert_eq!(o.bind_addr(), "0.0.0.0:0".parse().unwrap());
+        o.addr = "[2001:db8::1]:4433".parse().unwrap();
+        assert_eq!(o.bind_addr(), "[::]:0".parse().unwrap());
+        o.bind = Some("192.0.2.1:0".parse().unwrap());
+        assert_eq!(o.bind_addr(), "192.0.2.1:0".parse().unwrap());
     }
 }

@@ -1,7 +1,10 @@
-//! The edge's errors, classified by blame and retryability so the request path can choose
-//! between a 4xx, a retry, a fallback, or a 502/504 that says what failed.
+//! The edge's one error channel. Every phase returns [`EdgeError`]; it knows its status,
+//! its `Cache-Status` detail and whether a retry may help, and renders itself into the
+//! response a client gets ([`IntoResponse`]).
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Everything that can go wrong at the edge.
@@ -13,18 +16,44 @@ pub enum EdgeError {
     /// A client request is malformed or unsafe.
     #[error("{0}")]
     BadRequest(String),
+    /// A method the edge does not serve.
+    #[error("method {0} not allowed")]
+    MethodNotAllowed(String),
+    /// The request target is longer than the limit.
+    #[error("URI longer than {0} bytes")]
+    UriTooLong(usize),
+    /// Too many or too large request headers.
+    #[error("request headers exceed {fields} fields or {bytes} bytes")]
+    HeadersTooLarge {
+        /// Field limit.
+        fields: usize,
+        /// Byte limit.
+        bytes: usize,
+    },
     /// The origin did not answer in time.
     #[error("origin timed out after {0:?}")]
-    OriginTimeout(std::time::Duration),
+    OriginTimeout(Duration),
     /// The origin could not be reached or the stream broke.
     #[error("origin unreachable: {0}")]
     OriginUnavailable(String),
-    /// The circuit breaker is open: recent fetches failed, so this one is not attempted.
+    /// The link to the origin is known to be down (its last connection attempt failed):
+    /// fail at once instead of waiting for another connect timeout.
+    #[error("origin link down ({0}); reconnecting in the background")]
+    OriginDown(String),
+    /// The circuit breaker is open: recent attempts failed, so this one is not made.
     #[error("origin circuit open after repeated failures; retrying in {0:?}")]
-    CircuitOpen(std::time::Duration),
+    CircuitOpen(Duration),
     /// The origin answered something that breaks the protocol.
     #[error("origin protocol error: {0}")]
     OriginProtocol(String),
+    /// Forwarding to the owner edge failed (the caller tries the next node).
+    #[error("peer {peer}: {reason}")]
+    Peer {
+        /// The peer's id.
+        peer: String,
+        /// What failed.
+        reason: String,
+    },
     /// TLS/QUIC setup failed.
     #[error("transport setup: {0}")]
     Transport(String),
@@ -44,17 +73,62 @@ impl EdgeError {
         matches!(self, Self::OriginTimeout(_) | Self::OriginUnavailable(_))
     }
 
+    /// Whether this is the origin's failure (rather than the client's or ours): stale
+    /// content may stand in for it.
+    pub fn is_origin_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::OriginTimeout(_)
+                | Self::OriginUnavailable(_)
+                | Self::OriginDown(_)
+                | Self::CircuitOpen(_)
+                | Self::OriginProtocol(_)
+        )
+    }
+
     /// The status a client gets for this error.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::OriginUnavailable(_) | Self::CircuitOpen(_) | Self::OriginProtocol(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::OriginUnavailable(_)
+            | Self::OriginDown(_)
+            | Self::CircuitOpen(_)
+            | Self::OriginProtocol(_)
+            | Self::Peer { .. } => StatusCode::BAD_GATEWAY,
             Self::Config(_) | Self::Transport(_) | Self::Bind { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+        }
+    }
+
+    /// Short stable name, for the `Cache-Status` detail, metric labels and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad-request",
+            Self::MethodNotAllowed(_) => "method-not-allowed",
+            Self::UriTooLong(_) => "uri-too-long",
+            Self::HeadersTooLarge { .. } => "headers-too-large",
+            Self::OriginTimeout(_) => "origin-timeout",
+            Self::OriginUnavailable(_) => "origin-unreachable",
+            Self::OriginDown(_) => "origin-down",
+            Self::CircuitOpen(_) => "circuit-open",
+            Self::OriginProtocol(_) => "origin-protocol",
+            Self::Peer { .. } => "peer",
+            Self::Config(_) | Self::Transport(_) | Self::Bind { .. } => "internal",
+        }
+    }
+
+    /// The `Cache-Status` member (RFC 9211): origin failures were forwarded as misses;
+    /// rejected requests never reached the cache.
+    fn cache_status(&self) -> String {
+        if self.is_origin_failure() {
+            format!("shoal; fwd=miss; detail={}", self.as_str())
+        } else {
+            format!("shoal; detail={}", self.as_str())
         }
     }
 }
@@ -67,17 +141,62 @@ impl IntoResponse for EdgeError {
         } else {
             format!("{self}\n")
         };
-        (
+        let mut r = (
             status,
             [
-                (
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; charset=utf-8",
-                ),
-                (axum::http::header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
             ],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&self.cache_status()) {
+            r.headers_mut().insert("cache-status", v);
+        }
+        if matches!(self, Self::MethodNotAllowed(_)) {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_render_with_status_detail_and_allow() {
+        let cases = [
+            (
+                EdgeError::MethodNotAllowed("POST".into()),
+                405,
+                "shoal; detail=method-not-allowed",
+            ),
+            (
+                EdgeError::UriTooLong(8192),
+                414,
+                "shoal; detail=uri-too-long",
+            ),
+            (
+                EdgeError::OriginDown("refused".into()),
+                502,
+                "shoal; fwd=miss; detail=origin-down",
+            ),
+            (
+                EdgeError::OriginTimeout(Duration::from_secs(1)),
+                504,
+                "shoal; fwd=miss; detail=origin-timeout",
+            ),
+        ];
+        for (e, status, cs) in cases {
+            let r = e.clone().into_response();
+            assert_eq!(r.status().as_u16(), status, "{e}");
+            assert_eq!(r.headers()["cache-status"], cs);
+            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        }
+        let r = EdgeError::MethodNotAllowed("POST".into()).into_response();
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+        assert!(!EdgeError::OriginDown(String::new()).is_retryable());
     }
 }

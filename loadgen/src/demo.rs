@@ -14,7 +14,7 @@ use serde::Serialize;
 use shoal_client::RegionClient;
 
 use crate::LoadgenError;
-use crate::cluster::{Cluster, ClusterSpec};
+use crate::harness::cluster::{Cluster, ClusterSpec};
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -110,15 +110,25 @@ fn objects(n: usize) -> Vec<(String, Bytes)> {
         .collect()
 }
 
+/// What one pass over every object through one region saw.
+struct Pass {
+    latency: Histogram<u64>,
+    hits: u64,
+    errors: u64,
+    bytes: u64,
+}
+
+fn histogram() -> Result<Histogram<u64>, LoadgenError> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| LoadgenError::Histogram(e.to_string()))
+}
+
+/// Fetches every path once through `client`, `concurrency` requests at a time.
 async fn region_pass(
     client: &RegionClient,
     paths: &Arc<Vec<String>>,
     concurrency: usize,
-    hist: &mut Histogram<u64>,
-    hits: &mut u64,
-    errors: &mut u64,
-    bytes: &mut u64,
-) {
+) -> Result<Pass, LoadgenError> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -134,23 +144,27 @@ async fn region_pass(
             })
         })
         .collect();
+    let mut pass = Pass {
+        latency: histogram()?,
+        hits: 0,
+        errors: 0,
+        bytes: 0,
+    };
     for w in workers {
-        let Ok(results) = w.await else {
-            *errors += 1;
-            continue;
-        };
+        let results = w.await.map_err(|e| LoadgenError::Task(e.to_string()))?;
         for r in results {
             match r {
-                Ok(f) if f.status.is_server_error() => *errors += 1,
+                Ok(f) if f.status.is_server_error() => pass.errors += 1,
                 Ok(f) => {
-                    *hits += u64::from(f.is_hit());
-                    *bytes += f.body.len() as u64;
-                    let _ = hist.record(f.total.as_micros().max(1) as u64);
+                    pass.hits += u64::from(f.is_hit());
+                    pass.bytes += f.body.len() as u64;
+                    let _ = pass.latency.record(f.total.as_micros().max(1) as u64);
                 }
-                Err(_) => *errors += 1,
+                Err(_) => pass.errors += 1,
             }
         }
     }
+    Ok(pass)
 }
 
 /// Runs the demo.
@@ -159,60 +173,30 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
     let content = objects(config.objects);
     let object_bytes = content.iter().map(|(_, b)| b.len() as u64).sum();
     for (path, body) in &content {
-        cluster
-            .store()
-            .put(path, body.clone(), None)
-            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        cluster.store().put(path, body.clone(), None)?;
     }
     let paths: Arc<Vec<String>> = Arc::new(content.iter().map(|(p, _)| p.clone()).collect());
-    // Wait (bounded) until every edge has reached the origin, as a load balancer would.
-    for _ in 0..100 {
-        let mut ready = true;
-        for r in &cluster.regions {
-            for e in r.edges.iter().flatten() {
-                ready &= e.is_ready().await;
-            }
-        }
-        if ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.wait_ready(Duration::from_secs(5)).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (ri, region) in cluster.regions.iter().enumerate() {
         let client = cluster.client(ri)?;
         let (paths, name, conc) = (paths.clone(), region.name.clone(), config.concurrency);
         tasks.push(tokio::spawn(async move {
-            let new = || {
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                    .map_err(|e| LoadgenError::Cluster(e.to_string()))
-            };
-            let mut passes = [new()?, new()?];
-            let (mut hits, mut errors, mut bytes) = (0, 0, 0);
-            for hist in &mut passes {
-                region_pass(
-                    &client,
-                    &paths,
-                    conc,
-                    hist,
-                    &mut hits,
-                    &mut errors,
-                    &mut bytes,
-                )
-                .await;
-            }
-            Ok::<_, LoadgenError>((name, passes, hits, errors, bytes))
+            let first = region_pass(&client, &paths, conc).await?;
+            let second = region_pass(&client, &paths, conc).await?;
+            Ok::<_, LoadgenError>((name, [first, second]))
         }));
     }
     let mut regions = Vec::new();
     for (ri, t) in tasks.into_iter().enumerate() {
-        let (name, passes, hits, errors, bytes) = t
-            .await
-            .map_err(|e| LoadgenError::Cluster(e.to_string()))??;
-        let mut hist = passes[0].clone();
-        hist.add(&passes[1])
-            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        let (name, passes) = t.await.map_err(|e| LoadgenError::Task(e.to_string()))??;
+        let mut hist = passes[0].latency.clone();
+        hist.add(&passes[1].latency)
+            .map_err(|e| LoadgenError::Histogram(e.to_string()))?;
+        let hits = passes[0].hits + passes[1].hits;
+        let errors = passes[0].errors + passes[1].errors;
+        let bytes = passes[0].bytes + passes[1].bytes;
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let requests = 2 * paths.len() as u64;
         let origin_fetches = cluster.regions[ri]
@@ -229,10 +213,10 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
             origin_fetches,
             p50_ms: ms(&hist, 0.5),
             p99_ms: ms(&hist, 0.99),
-            first_pass_p50_ms: ms(&passes[0], 0.5),
-            first_pass_p99_ms: ms(&passes[0], 0.99),
-            second_pass_p50_ms: ms(&passes[1], 0.5),
-            second_pass_p99_ms: ms(&passes[1], 0.99),
+            first_pass_p50_ms: ms(&passes[0].latency, 0.5),
+            first_pass_p99_ms: ms(&passes[0].latency, 0.99),
+            second_pass_p50_ms: ms(&passes[1].latency, 0.5),
+            second_pass_p99_ms: ms(&passes[1].latency, 0.99),
             bytes,
         });
     }

@@ -1,25 +1,22 @@
 //! # Shoal loadgen
 //!
-//! Load and replay tools, and the library behind the `shoal` binary's tool subcommands.
+//! The tools around the product, grouped by who uses them, and the library behind the
+//! `shoal` binary's tool subcommands.
 //!
 //! # Layout
 //!
-//! - [`trace`]: reads request traces (`timestamp,object_id,size`, gzip or plain).
-//! - [`hitrate`]: replays a trace through the real [`shoal_cache_core::Store`] under every
-//!   policy, plus the FIFO and Belady references, and reports object and byte hit ratios.
-//!
-//! - [`cluster`]: an in-process origin and regions of edges on loopback.
-//! - [`relay`]: a UDP relay that delays or black-holes edge ↔ origin QUIC traffic.
+//! - [`harness`]: an in-process origin and regions of edges on loopback, and a UDP relay
+//!   for delay and partitions. The demo and the end-to-end tests share it.
+//! - [`replay`]: trace reading and `shoal hitrate`, the policy replay.
 //! - [`demo`]: the main job: the cluster, every object fetched through every region twice,
 //!   a per-region summary.
 //!
-//! The open-loop load generator and spikes arrive with a later issue.
+//! The open-loop load generator (`load/`) arrives with its own issue; this crate holds no
+//! placeholder for it.
 
-pub mod cluster;
 pub mod demo;
-pub mod hitrate;
-pub mod relay;
-pub mod trace;
+pub mod harness;
+pub mod replay;
 
 /// Errors of the loadgen library.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +53,32 @@ pub enum LoadgenError {
     /// The cache core rejected a setting.
     #[error(transparent)]
     Config(#[from] shoal_cache_core::ConfigError),
-    /// The in-process cluster could not start or stop.
-    #[error("cluster: {0}")]
-    Cluster(String),
+    /// An origin of the cluster could not start.
+    #[error("origin: {0}")]
+    Origin(#[from] shoal_origin::OriginError),
+    /// An edge of the cluster could not start.
+    #[error("edge: {0}")]
+    Edge(#[from] shoal_edge::EdgeError),
+    /// A region client could not be built.
+    #[error("client: {0}")]
+    Client(#[from] shoal_client::ClientError),
+    /// A socket or a temporary file of the harness failed.
+    #[error("harness I/O: {0}")]
+    Harness(#[source] std::io::Error),
+    /// The cluster's edges did not all become ready in time.
+    #[error("{not_ready} edge(s) not ready after {waited:?}")]
+    NotReady {
+        /// Edges still not ready.
+        not_ready: usize,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// A latency histogram could not be built or recorded into.
+    #[error("histogram: {0}")]
+    Histogram(String),
+    /// A task of the run panicked or was cancelled.
+    #[error("task failed: {0}")]
+    Task(String),
     /// The async runtime for the replay could not start.
     #[error("cannot start the replay runtime: {0}")]
     Runtime(std::io::Error),

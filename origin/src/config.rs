@@ -34,8 +34,15 @@ pub struct OriginConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key for `cert`.
     pub key: Option<PathBuf>,
-    /// Where to write the generated certificate (PEM) for edges to pin. Default none.
+    /// Where to write the generated certificate (PEM) for edges to pin. Default none. When
+    /// the file and its key (`key_out`) already exist, they are reused: a restarted origin
+    /// keeps the identity its edges pin.
     pub cert_out: Option<PathBuf>,
+    /// Where to keep the generated private key (PKCS#8 PEM, mode 0600). Default: beside
+    /// `cert_out`, with the extension `.key`.
+    pub key_out: Option<PathBuf>,
+    /// Listen backlog of the admin listener. Default 4096.
+    pub listen_backlog: u32,
     /// Names in a generated certificate. Default `localhost`, `127.0.0.1`.
     pub server_names: Vec<String>,
     /// Cache-Control by path suffix, first match wins.
@@ -58,6 +65,8 @@ impl Default for OriginConfig {
             cert: None,
             key: None,
             cert_out: None,
+            key_out: None,
+            listen_backlog: 4096,
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             cache_rules: [
                 (".ts", immutable),
@@ -78,7 +87,61 @@ impl Default for OriginConfig {
     }
 }
 
+/// Command-line overrides of an [`OriginConfig`] (`shoal origin --…`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OriginFlags {
+    /// TOML config file (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// QUIC listen address.
+    #[arg(long)]
+    pub quic_listen: Option<SocketAddr>,
+    /// Admin HTTP listen address.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Content directory served read-only.
+    #[arg(long)]
+    pub content_dir: Option<PathBuf>,
+    /// Bearer token for PUT/DELETE (or SHOAL_ADMIN_TOKEN).
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Write the generated certificate here (its key beside it, `.key`), for edges to pin;
+    /// reused on the next start.
+    #[arg(long)]
+    pub cert_out: Option<PathBuf>,
+}
+
 impl OriginConfig {
+    /// The file named by `flags.config` (or the defaults), with the flags applied, checked.
+    pub fn load(flags: OriginFlags) -> Result<Self, OriginError> {
+        let mut c =
+            match &flags.config {
+                Some(p) => Self::from_toml(&std::fs::read_to_string(p).map_err(|source| {
+                    OriginError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    }
+                })?)?,
+                None => Self::default(),
+            };
+        c.apply(flags);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, f: OriginFlags) {
+        if let Some(a) = f.quic_listen {
+            self.quic_listen = a;
+        }
+        if let Some(a) = f.admin_listen {
+            self.admin_listen = a;
+        }
+        self.content_dir = f.content_dir.or(self.content_dir.take());
+        self.admin_token = f.admin_token.or(self.admin_token.take());
+        self.cert_out = f.cert_out.or(self.cert_out.take());
+    }
+
     /// Parses TOML.
     pub fn from_toml(text: &str) -> Result<Self, OriginError> {
         let c: Self = toml::from_str(text).map_err(|e| OriginError::Config(e.to_string()))?;
@@ -97,6 +160,13 @@ impl OriginConfig {
             return Err(OriginError::Config("admin_token must not be empty".into()));
         }
         Ok(())
+    }
+
+    /// Where the generated key is kept, if the generated certificate is.
+    pub fn key_out(&self) -> Option<PathBuf> {
+        self.key_out
+            .clone()
+            .or_else(|| self.cert_out.as_ref().map(|c| c.with_extension("key")))
     }
 
     /// The Cache-Control value for `path`.

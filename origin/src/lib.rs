@@ -27,7 +27,7 @@ mod server;
 pub mod store;
 pub mod tls;
 
-pub use config::{CacheRule, OriginConfig};
+pub use config::{CacheRule, OriginConfig, OriginFlags};
 pub use error::OriginError;
 pub use store::ObjectStore;
 
@@ -68,21 +68,18 @@ impl Origin {
         config.validate()?;
         let identity = match (&config.cert, &config.key) {
             (Some(c), Some(k)) => tls::Identity::load(c, k)?,
-            _ => tls::Identity::self_signed(&config.server_names)?,
+            _ => tls::Identity::persistent(
+                config.cert_out.as_deref(),
+                config.key_out().as_deref(),
+                &config.server_names,
+            )?,
         };
-        if let Some(out) = &config.cert_out {
-            std::fs::write(out, identity.cert_pem()).map_err(|source| OriginError::Io {
-                path: out.display().to_string(),
-                source,
-            })?;
-        }
         let endpoint = quinn::Endpoint::server(tls::server_config(&identity)?, config.quic_listen)
             .map_err(|e| OriginError::Transport(format!("binding {}: {e}", config.quic_listen)))?;
         let quic_addr = endpoint
             .local_addr()
             .map_err(|e| OriginError::Transport(e.to_string()))?;
-        let admin = tokio::net::TcpListener::bind(config.admin_listen)
-            .await
+        let admin = shoal_cache_core::io::listen(config.admin_listen, config.listen_backlog)
             .map_err(|source| OriginError::Io {
                 path: config.admin_listen.to_string(),
                 source,

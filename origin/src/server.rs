@@ -93,7 +93,7 @@ async fn fetch_stream(
     let fetch = match codec.decode(&raw) {
         Ok((Message::Fetch(f), _)) => f,
         Ok((other, _)) => {
-            let msg = format!("expected a fetch request, got {}", variant(&other));
+            let msg = format!("expected a fetch request, got {}", other.name());
             return reply_error(
                 &mut send,
                 &codec,
@@ -123,21 +123,6 @@ async fn fetch_stream(
         .map_err(|e| OriginError::Transport(e.to_string()))?;
     state.metrics.latency(started.elapsed().as_secs_f64());
     Ok(())
-}
-
-fn variant(m: &Message) -> &'static str {
-    match m {
-        Message::Fetch(_) => "Fetch",
-        Message::ResponseHead(_) => "ResponseHead",
-        Message::BodyChunk(_) => "BodyChunk",
-        Message::NotModified(_) => "NotModified",
-        Message::Invalidate(_) => "Invalidate",
-        Message::Ack(_) => "Ack",
-        Message::Subscribe(_) => "Subscribe",
-        Message::Lease(_) => "Lease",
-        Message::Heartbeat(_) => "Heartbeat",
-        Message::Error(_) => "Error",
-    }
 }
 
 async fn reply_error(
@@ -189,9 +174,12 @@ async fn respond(
     f: &FetchRequest,
     state: &State,
 ) -> Result<(), OriginError> {
-    let (result, head, body) = match state.store.get(&f.key).await {
+    // The target is what the edge's cache key holds: path and query. Objects here are
+    // addressed by path; the query reaches the origin so one that serves by query could.
+    let path = f.key.split('?').next().unwrap_or_default();
+    let (result, head, body) = match state.store.get(path).await {
         Ok(obj) => {
-            let cc = state.config.cache_control(&f.key).to_string();
+            let cc = state.config.cache_control(path).to_string();
             let headers = vec![
                 ("content-type".into(), obj.content_type.clone()),
                 ("cache-control".into(), cc),

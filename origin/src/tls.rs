@@ -13,8 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::error::OriginError;
 
-/// ALPN protocol id of Shoal's edge ↔ origin protocol.
-pub const ALPN: &[u8] = b"shoal/1";
+pub use shoal_cache_core::wire::ALPN;
 
 /// A certificate and its private key.
 #[derive(Debug)]
@@ -47,6 +46,29 @@ impl Identity {
         })
     }
 
+    /// The identity kept at `cert` and `key`: loaded when both files exist, else generated
+    /// for `names` and written there (the key readable by its owner only), so a restarted
+    /// origin presents the certificate its edges pin. With no paths, a fresh one each time.
+    pub fn persistent(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        names: &[String],
+    ) -> Result<Self, OriginError> {
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return Self::self_signed(names);
+        };
+        if cert.exists() && key.exists() {
+            return Self::load(cert, key);
+        }
+        let id = Self::self_signed(names)?;
+        write_private(key, id.key_pem().as_bytes())?;
+        std::fs::write(cert, id.cert_pem()).map_err(|source| OriginError::Io {
+            path: cert.display().to_string(),
+            source,
+        })?;
+        Ok(id)
+    }
+
     /// The certificate as PEM text, for edges to pin.
     pub fn cert_pem(&self) -> String {
         pem_encode("CERTIFICATE", &self.cert)
@@ -56,6 +78,24 @@ impl Identity {
     pub fn key_pem(&self) -> String {
         pem_encode("PRIVATE KEY", self.key.secret_der())
     }
+}
+
+/// Writes `bytes` to a new file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), OriginError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| OriginError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {
@@ -132,5 +172,22 @@ mod tests {
         let back = CertificateDer::from_pem_slice(id.cert_pem().as_bytes()).unwrap();
         assert_eq!(back, id.cert);
         assert_eq!(fingerprint(&id.cert).len(), 64);
+    }
+
+    #[test]
+    fn a_generated_identity_is_kept_and_reused() {
+        let dir = std::env::temp_dir().join(format!("shoal-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("o.pem"), dir.join("o.key"));
+        let names = ["localhost".to_string()];
+        let first = Identity::persistent(Some(&cert), Some(&key), &names).unwrap();
+        let again = Identity::persistent(Some(&cert), Some(&key), &names).unwrap();
+        assert_eq!(first.cert, again.cert, "restart: same certificate");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key readable by its owner only");
+        let fresh = Identity::persistent(None, None, &names).unwrap();
+        assert_ne!(fresh.cert, first.cert);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use shoal_cache_core::size::HumanDuration;
 use shoal_edge::EdgeConfig;
-use shoal_loadgen::cluster::ClusterSpec;
+use shoal_loadgen::harness::cluster::ClusterSpec;
 use shoal_origin::{CacheRule, OriginConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,7 +95,7 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> Raw {
 pub fn request(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut r = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        shoal_loadgen::cluster::HOST
+        shoal_loadgen::harness::cluster::HOST
     );
     for (n, v) in extra {
         r.push_str(&format!("{n}: {v}\r\n"));
@@ -120,14 +121,14 @@ where
 /// two), a stale-if-error window, and a `.short` path rule with a 1 s lifetime.
 pub fn spec(regions: usize, edges: usize, relay: bool) -> ClusterSpec {
     let mut edge = EdgeConfig::default();
-    edge.timeouts.origin_connect = "500ms".into();
-    edge.timeouts.origin_fetch = "2s".into();
-    edge.timeouts.peer = "1s".into();
-    edge.timeouts.peer_down_for = "1s".into();
-    edge.timeouts.breaker_open_for = "1s".into();
-    edge.timeouts.shutdown_grace = "5s".into();
+    edge.timeouts.origin_connect = HumanDuration::millis(500);
+    edge.timeouts.origin_fetch = HumanDuration::secs(2);
+    edge.timeouts.peer = HumanDuration::secs(1);
+    edge.timeouts.peer_down_for = HumanDuration::secs(1);
+    edge.timeouts.breaker_open_for = HumanDuration::secs(1);
+    edge.timeouts.shutdown_grace = HumanDuration::secs(5);
     edge.retries = 1;
-    edge.cache.stale_if_error = "60s".into();
+    edge.cache.stale_if_error = HumanDuration::secs(60);
     let mut origin = OriginConfig::default();
     origin.cache_rules.insert(
         0,

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use shoal_loadgen::hitrate::{self, Capacity};
-use shoal_loadgen::trace::Trace;
+use shoal_edge::{EdgeConfig, EdgeFlags};
+use shoal_loadgen::replay::hitrate::{self, Capacity};
+use shoal_loadgen::replay::trace::Trace;
+use shoal_origin::{OriginConfig, OriginFlags};
 
 #[derive(Parser)]
 #[command(
@@ -37,67 +39,19 @@ enum Command {
         json: bool,
     },
     /// Run an origin: objects over QUIC for edges, admin HTTP for writes and metrics.
-    Origin {
-        /// TOML config file (flags override it).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// QUIC listen address.
-        #[arg(long)]
-        quic_listen: Option<SocketAddr>,
-        /// Admin HTTP listen address.
-        #[arg(long)]
-        admin_listen: Option<SocketAddr>,
-        /// Content directory served read-only.
-        #[arg(long)]
-        content_dir: Option<PathBuf>,
-        /// Bearer token for PUT/DELETE (or SHOAL_ADMIN_TOKEN).
-        #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: Option<String>,
-        /// Write the (generated) certificate here, for edges to pin.
-        #[arg(long)]
-        cert_out: Option<PathBuf>,
-    },
+    Origin(OriginFlags),
     /// Run an edge.
-    Edge {
-        /// TOML config file (flags override it).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Client HTTP listen address.
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Admin listen address.
-        #[arg(long)]
-        admin_listen: Option<SocketAddr>,
-        /// Node id on the ring.
-        #[arg(long)]
-        node_id: Option<String>,
-        /// Region name.
-        #[arg(long)]
-        region: Option<String>,
-        /// A region peer, `id=addr` (repeatable).
-        #[arg(long = "peer")]
-        peers: Vec<String>,
-        /// Origin QUIC address.
-        #[arg(long)]
-        origin: Option<SocketAddr>,
-        /// Origin certificate (PEM) to pin.
-        #[arg(long)]
-        origin_cert: Option<PathBuf>,
-        /// Origin certificate SHA-256 (hex) to pin.
-        #[arg(long)]
-        origin_fingerprint: Option<String>,
-        /// Cache capacity (`256MiB`).
-        #[arg(long)]
-        capacity: Option<String>,
-        /// Eviction policy: s3fifo, lru, tinylfu.
-        #[arg(long)]
-        policy: Option<String>,
-    },
+    Edge(EdgeFlags),
     /// GET URLs through a region's edges and print status, Cache-Status and timings.
     Get {
-        /// Region edges, `id=addr` (repeatable); default: the URL's own host:port.
-        #[arg(long = "edge")]
-        edges: Vec<String>,
+        /// Region edges, `id=addr` (repeatable); default: the edge config's node and peers,
+        /// or else the URL's own host:port.
+        #[arg(long = "edge", value_parser = shoal_edge::config::parse_peer)]
+        edges: Vec<(String, SocketAddr)>,
+        /// The region's edge config (TOML): routing uses its vnodes and key policy, so the
+        /// owner is the one the edges agree on. Default: the edge defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// URLs (`http://host/path`).
         #[arg(required = true)]
         urls: Vec<String>,
@@ -160,20 +114,6 @@ async fn shutdown_signal() {
     }
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn id_addr(s: &str) -> anyhow::Result<(String, SocketAddr)> {
-    let Some((id, addr)) = s.split_once('=') else {
-        bail!("expected id=addr, got {s:?}");
-    };
-    Ok((
-        id.to_string(),
-        addr.parse().with_context(|| format!("address in {s:?}"))?,
-    ))
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo {
@@ -198,24 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Origin {
-            config,
-            quic_listen,
-            admin_listen,
-            content_dir,
-            admin_token,
-            cert_out,
-        } => {
-            let mut c = match &config {
-                Some(p) => shoal_origin::OriginConfig::from_toml(&read(p)?)?,
-                None => shoal_origin::OriginConfig::default(),
-            };
-            c.quic_listen = quic_listen.unwrap_or(c.quic_listen);
-            c.admin_listen = admin_listen.unwrap_or(c.admin_listen);
-            c.content_dir = content_dir.or(c.content_dir);
-            c.admin_token = admin_token.or(c.admin_token);
-            c.cert_out = cert_out.or(c.cert_out);
-            let origin = shoal_origin::Origin::start(c, None).await?;
+        Command::Origin(flags) => {
+            let origin = shoal_origin::Origin::start(OriginConfig::load(flags)?, None).await?;
             println!(
                 "origin: quic {} admin {} fingerprint {}",
                 origin.quic_addr, origin.admin_addr, origin.fingerprint
@@ -228,37 +152,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             origin.wait().await;
             Ok(())
         }
-        Command::Edge {
-            config,
-            listen,
-            admin_listen,
-            node_id,
-            region,
-            peers,
-            origin,
-            origin_cert,
-            origin_fingerprint,
-            capacity,
-            policy,
-        } => {
-            let mut c = match &config {
-                Some(p) => shoal_edge::EdgeConfig::from_toml(&read(p)?)?,
-                None => shoal_edge::EdgeConfig::default(),
-            };
-            c.listen = listen.unwrap_or(c.listen);
-            c.admin_listen = admin_listen.unwrap_or(c.admin_listen);
-            c.node_id = node_id.unwrap_or(c.node_id);
-            c.region = region.unwrap_or(c.region);
-            for p in &peers {
-                let (id, addr) = id_addr(p)?;
-                c.peers.insert(id, addr);
-            }
-            c.origin.addr = origin.unwrap_or(c.origin.addr);
-            c.origin.cert_file = origin_cert.or(c.origin.cert_file);
-            c.origin.fingerprint = origin_fingerprint.or(c.origin.fingerprint);
-            c.cache.capacity = capacity.unwrap_or(c.cache.capacity);
-            c.cache.policy = policy.unwrap_or(c.cache.policy);
-            let edge = shoal_edge::Edge::start(c.settings()?).await?;
+        Command::Edge(flags) => {
+            let edge = shoal_edge::Edge::start(EdgeConfig::load(flags)?).await?;
             println!(
                 "edge {}: http {} admin {}",
                 edge.node_id(),
@@ -269,30 +164,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             edge.shutdown().await;
             Ok(())
         }
-        Command::Get { edges, urls } => {
+        Command::Get {
+            edges,
+            config,
+            urls,
+        } => {
+            // Only the routing part of the edges' config matters here.
+            let region = match &config {
+                Some(p) => EdgeConfig::from_toml(
+                    &std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )?,
+                None => EdgeConfig::default(),
+            };
             for url in urls {
                 let uri: http::Uri = url.parse().with_context(|| format!("URL {url:?}"))?;
                 let host = uri
                     .authority()
                     .map(|a| a.as_str().to_string())
                     .context("URL needs a host")?;
-                let list = if edges.is_empty() {
+                let configured: Vec<(String, SocketAddr)> =
+                    std::iter::once((region.node_id.clone(), region.listen))
+                        .chain(region.peers.clone())
+                        .collect();
+                let list = if !edges.is_empty() {
+                    edges.clone()
+                } else if !region.peers.is_empty() {
+                    configured
+                } else {
                     let addr = tokio::net::lookup_host(&host)
                         .await?
                         .next()
                         .context("host did not resolve")?;
                     vec![(host.clone(), addr)]
-                } else {
-                    edges
-                        .iter()
-                        .map(|e| id_addr(e))
-                        .collect::<anyhow::Result<_>>()?
                 };
-                let client = shoal_client::RegionClient::new(
-                    list,
-                    &host,
-                    shoal_cache_core::ring::DEFAULT_VNODES,
+                let map = shoal_cache_core::RegionMap::new(
+                    region.vnodes,
+                    list.iter().map(|(id, _)| id.as_str()),
+                    region.key_policy(),
                 )?;
+                let client = shoal_client::RegionClient::new(list, &host, map)?;
                 let path = uri.path_and_query().map_or("/", |p| p.as_str());
                 let f = client.get(path).await?;
                 println!(

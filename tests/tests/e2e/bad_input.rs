@@ -1,7 +1,7 @@
 //! Hostile and malformed input: each gets the right status, and nothing in any cache or
 //! store changes.
 
-use shoal_loadgen::cluster::Cluster;
+use shoal_loadgen::harness::cluster::Cluster;
 use shoal_origin::metrics::FetchResult;
 use shoal_tests::{raw_http, request, spec};
 

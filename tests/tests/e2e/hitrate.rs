@@ -4,8 +4,8 @@
 //! and never fall below LRU.
 
 use shoal_cache_core::Policy;
-use shoal_loadgen::hitrate::{self, Capacity, Report};
-use shoal_loadgen::trace::Trace;
+use shoal_loadgen::replay::hitrate::{self, Capacity, Report};
+use shoal_loadgen::replay::trace::Trace;
 
 fn replay(trace: &str, caps: &[&str]) -> Report {
     let t = Trace::load(&shoal_tests::trace(trace)).expect("trace loads");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use shoal_loadgen::cluster::Cluster;
+use shoal_loadgen::harness::cluster::Cluster;
 use shoal_origin::metrics::FetchResult;
 use shoal_tests::{eventually, raw_http, request, spec};
 
@@ -18,14 +18,9 @@ fn origin_fetches(c: &Cluster) -> u64 {
 
 /// Waits (bounded) until every edge has reached the origin.
 async fn ready(c: &Cluster) {
-    for r in &c.regions {
-        for e in r.edges.iter().flatten() {
-            eventually(Duration::from_secs(10), "edge reaches the origin", || {
-                e.is_ready()
-            })
-            .await;
-        }
-    }
+    c.wait_ready(Duration::from_secs(10))
+        .await
+        .expect("every edge reaches the origin");
 }
 
 async fn put(c: &Cluster, path: &str, body: &[u8]) -> String {
@@ -142,7 +137,7 @@ async fn coalescing_on_one_edge_and_region_wide() {
     // Small bodies (one round trip even in QUIC slow start) and a generous fetch timeout:
     // the test is about overlap, not transfer speed, and CI machines are slow.
     let mut s = spec(1, 3, true);
-    s.edge.timeouts.origin_fetch = "5s".into();
+    s.edge.timeouts.origin_fetch = shoal_cache_core::size::HumanDuration::secs(5);
     let c = Cluster::start(s).await.expect("cluster");
     put(&c, "/one-edge.bin", &[7u8; 8_000]).await;
     put(&c, "/region.bin", &[9u8; 8_000]).await;
@@ -301,7 +296,7 @@ async fn origin_outage_stale_then_reconnect() {
     eventually(
         Duration::from_secs(10),
         "edge reconnects to the origin",
-        || e.is_ready(),
+        || std::future::ready(e.is_ready()),
     )
     .await;
     let ok = raw_http(edge, &request("GET", "/later.txt", &[])).await;
@@ -313,7 +308,7 @@ async fn origin_outage_stale_then_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_stream_through_unstored() {
     let mut s = spec(1, 1, false);
-    s.edge.cache.max_object_size = "256KiB".into();
+    s.edge.cache.max_object_size = shoal_cache_core::size::ByteSize(256 << 10);
     let c = Cluster::start(s).await.expect("cluster");
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     put(&c, "/big.ts", &body).await;
@@ -394,7 +389,7 @@ async fn circuit_breaker_opens_under_partition_and_recovers() {
     let mut s = spec(1, 1, true);
     s.edge.retries = 0;
     s.edge.breaker_failures = 2;
-    s.edge.timeouts.origin_fetch = "300ms".into();
+    s.edge.timeouts.origin_fetch = shoal_cache_core::size::HumanDuration::millis(300);
     let c = Cluster::start(s).await.expect("cluster");
     ready(&c).await;
     let edge = c.regions[0].addrs[0];
@@ -433,7 +428,7 @@ async fn circuit_breaker_opens_under_partition_and_recovers() {
 async fn streamed_bodies_reach_the_client_before_the_origin_finishes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = spec(1, 1, true);
-    s.edge.cache.max_object_size = "256KiB".into();
+    s.edge.cache.max_object_size = shoal_cache_core::size::ByteSize(256 << 10);
     let c = Cluster::start(s).await.expect("cluster");
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     put(&c, "/live.ts", &body).await;

@@ -16,12 +16,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::Serialize;
-use shoal_cache_core::object::Sized;
+use shoal_cache_core::object::Weighted;
 use shoal_cache_core::size::parse_bytes;
 use shoal_cache_core::{Policy, Store, StoreConfig};
 
 use crate::LoadgenError;
-use crate::trace::Trace;
+use crate::replay::trace::Trace;
 
 /// A cache capacity as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,7 +162,7 @@ async fn replay_store(
     units: Units,
     capacity: u64,
 ) -> Result<Tally, LoadgenError> {
-    let store: Store<Sized> = Store::new(StoreConfig {
+    let store: Store<Weighted> = Store::new(StoreConfig {
         capacity,
         max_object_size: capacity.min(u64::from(u32::MAX)),
         policy,
@@ -180,7 +180,7 @@ async fn replay_store(
                 Units::Objects => 1,
             };
             if store
-                .insert(key.clone(), Arc::new(Sized { size }))
+                .insert(key.clone(), Arc::new(Weighted { size }))
                 .await
                 .is_ok()
                 && moka
@@ -393,7 +393,7 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::Request;
+    use crate::replay::trace::Request;
 
     fn trace(ids: &[u32], size: u64) -> Trace {
         let distinct = ids.iter().max().map_or(0, |m| *m as usize + 1);

@@ -5,6 +5,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_cache_core::RegionMap;
 
 use shoal_client::RegionClient;
 use shoal_edge::{Edge, EdgeConfig};
@@ -13,7 +16,7 @@ use shoal_origin::{ObjectStore, Origin, OriginConfig};
 use tokio::net::TcpListener;
 
 use crate::LoadgenError;
-use crate::relay::Relay;
+use crate::harness::relay::Relay;
 
 /// Host name clients use for cluster content.
 pub const HOST: &str = "demo.shoal.test";
@@ -67,15 +70,15 @@ pub struct Cluster {
     pub regions: Vec<Region>,
     /// The relay between edges and origin, if the spec asked for one.
     pub relay: Option<Relay>,
-    /// Virtual nodes per edge, as the edges were configured (clients must use the same).
-    vnodes: u32,
+    /// The edge template: clients route with the same vnodes and key policy.
+    edge_template: EdgeConfig,
     origin_config: OriginConfig,
     store: Arc<ObjectStore>,
     dir: PathBuf,
 }
 
 fn io(e: std::io::Error) -> LoadgenError {
-    LoadgenError::Cluster(e.to_string())
+    LoadgenError::Harness(e)
 }
 
 impl Cluster {
@@ -90,8 +93,7 @@ impl Cluster {
                 .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let id = Identity::self_signed(&["localhost".into()])
-            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        let id = Identity::self_signed(&["localhost".into()])?;
         let (cert, key) = (dir.join("origin.pem"), dir.join("origin.key"));
         std::fs::write(&cert, id.cert_pem()).map_err(io)?;
         std::fs::write(&key, id.key_pem()).map_err(io)?;
@@ -102,9 +104,7 @@ impl Cluster {
             key: Some(key),
             ..spec.origin
         };
-        let origin = Origin::start(origin_config.clone(), None)
-            .await
-            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        let origin = Origin::start(origin_config.clone(), None).await?;
         let store = origin.store.clone();
         let origin_config = OriginConfig {
             quic_listen: origin.quic_addr,
@@ -141,12 +141,7 @@ impl Cluster {
                 c.origin.addr = origin_addr;
                 c.origin.fingerprint = Some(origin.fingerprint.clone());
                 c.origin.cert_file = None;
-                let settings = c
-                    .settings()
-                    .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
-                let edge = Edge::start_with(settings, http, admin)
-                    .await
-                    .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+                let edge = Edge::start_with(c, http, admin).await?;
                 edges.push(Some(edge));
             }
             regions.push(Region {
@@ -160,7 +155,7 @@ impl Cluster {
             origin: Some(origin),
             regions,
             relay,
-            vnodes: spec.edge.vnodes,
+            edge_template: spec.edge,
             origin_config,
             store,
             dir,
@@ -172,19 +167,54 @@ impl Cluster {
         &self.store
     }
 
-    /// A client for region `r`.
+    /// Region `r`'s routing contract, as its edges built it.
+    pub fn region_map(&self, r: usize) -> Result<RegionMap, LoadgenError> {
+        let reg = &self.regions[r];
+        let mut c = self.edge_template.clone();
+        c.node_id.clone_from(&reg.ids[0]);
+        c.peers = reg
+            .ids
+            .iter()
+            .cloned()
+            .zip(reg.addrs.iter().copied())
+            .collect();
+        Ok(c.region_map()?)
+    }
+
+    /// A client for region `r`, routing with the region's own map.
     pub fn client(&self, r: usize) -> Result<RegionClient, LoadgenError> {
         let reg = &self.regions[r];
-        RegionClient::new(
-            reg.ids
+        let edges = reg
+            .ids
+            .iter()
+            .cloned()
+            .zip(reg.addrs.iter().copied())
+            .collect();
+        Ok(RegionClient::new(edges, HOST, self.region_map(r)?)?)
+    }
+
+    /// Waits (polling, bounded by `limit`) until every running edge is ready, as a load
+    /// balancer would before sending traffic.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<(), LoadgenError> {
+        let start = Instant::now();
+        loop {
+            let not_ready = self
+                .regions
                 .iter()
-                .cloned()
-                .zip(reg.addrs.iter().copied())
-                .collect(),
-            HOST,
-            self.vnodes,
-        )
-        .map_err(|e| LoadgenError::Cluster(e.to_string()))
+                .flat_map(|r| r.edges.iter().flatten())
+                .filter(|e| !e.is_ready())
+                .count();
+            if not_ready == 0 {
+                return Ok(());
+            }
+            if start.elapsed() >= limit {
+                return Err(LoadgenError::NotReady {
+                    not_ready,
+                    waited: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The running edge `i` of region `r`.
@@ -208,9 +238,7 @@ impl Cluster {
 
     /// Starts the origin again on the same address, with the same certificate and objects.
     pub async fn restart_origin(&mut self) -> Result<(), LoadgenError> {
-        let o = Origin::start(self.origin_config.clone(), Some(self.store.clone()))
-            .await
-            .map_err(|e| LoadgenError::Cluster(e.to_string()))?;
+        let o = Origin::start(self.origin_config.clone(), Some(self.store.clone())).await?;
         self.origin = Some(o);
         Ok(())
     }

@@ -1,0 +1,108 @@
+//! Phase 3, **lookup**: what the cache holds for the key decides the plan. A pure function
+//! of the lookup, so every case is in one table test.
+
+use std::sync::Arc;
+
+use shoal_cache_core::{CachedObject, FreshnessState, Lookup};
+
+/// What to do after the lookup.
+#[derive(Debug, Clone)]
+pub(crate) enum Plan {
+    /// Fresh: serve it.
+    Serve(Arc<CachedObject>),
+    /// Stale inside stale-while-revalidate: serve it and refresh in the background.
+    ServeAndRefresh(Arc<CachedObject>),
+    /// Stale: revalidate (conditional fetch); on an origin failure serve the stale copy
+    /// only if stale-if-error allows it.
+    Revalidate {
+        /// The stored copy.
+        stale: Arc<CachedObject>,
+        /// stale-if-error allows serving it when the origin fails.
+        serve_if_error: bool,
+    },
+    /// Not cached: fill.
+    Fill,
+}
+
+/// The plan for a lookup result.
+pub(crate) fn plan(lookup: Lookup) -> Plan {
+    match lookup {
+        Lookup::Fresh(obj) => Plan::Serve(obj),
+        Lookup::Stale(
+            obj,
+            FreshnessState::Stale {
+                serve_while_revalidate: true,
+                ..
+            },
+        ) => Plan::ServeAndRefresh(obj),
+        Lookup::Stale(stale, state) => Plan::Revalidate {
+            stale,
+            serve_if_error: matches!(
+                state,
+                FreshnessState::Stale {
+                    serve_if_error: true,
+                    ..
+                }
+            ),
+        },
+        Lookup::Miss => Plan::Fill,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn obj() -> Arc<CachedObject> {
+        Arc::new(CachedObject {
+            status: 200,
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+            etag: None,
+            version: 1,
+            freshness: shoal_cache_core::Freshness::fixed(
+                std::time::SystemTime::now(),
+                Duration::from_secs(1),
+            ),
+            tags: Vec::new(),
+        })
+    }
+
+    fn stale(swr: bool, sie: bool) -> FreshnessState {
+        FreshnessState::Stale {
+            serve_while_revalidate: swr,
+            serve_if_error: sie,
+            staleness: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn every_lookup_has_one_plan() {
+        let cases = [
+            (Lookup::Fresh(obj()), "serve"),
+            (Lookup::Stale(obj(), stale(true, false)), "serve+refresh"),
+            (Lookup::Stale(obj(), stale(true, true)), "serve+refresh"),
+            (
+                Lookup::Stale(obj(), stale(false, true)),
+                "revalidate, stale on error",
+            ),
+            (Lookup::Stale(obj(), stale(false, false)), "revalidate"),
+            (Lookup::Miss, "fill"),
+        ];
+        for (lookup, want) in cases {
+            let got = match plan(lookup) {
+                Plan::Serve(_) => "serve",
+                Plan::ServeAndRefresh(_) => "serve+refresh",
+                Plan::Revalidate {
+                    serve_if_error: true,
+                    ..
+                } => "revalidate, stale on error",
+                Plan::Revalidate { .. } => "revalidate",
+                Plan::Fill => "fill",
+            };
+            assert_eq!(got, want);
+        }
+    }
+}

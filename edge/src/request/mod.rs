@@ -1,0 +1,176 @@
+//! The request path as named phases over one [`Ctx`]; the chart is in the crate docs.
+//!
+//! Each phase is a module with its own tests: [`validate`], [`route`], [`lookup`],
+//! [`fill`], [`respond`]. Every phase returns [`EdgeError`] on failure, which renders
+//! itself; [`handle`] is the one place that records metrics and the request's span.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use axum::response::IntoResponse;
+use shoal_cache_core::{CacheKey, CacheStatus};
+use tracing::{Instrument, debug, field};
+
+use crate::error::EdgeError;
+use crate::state::EdgeState;
+
+pub(crate) mod fill;
+pub(crate) mod lookup;
+pub(crate) mod respond;
+pub(crate) mod route;
+pub(crate) mod validate;
+
+pub use route::FORWARDED;
+
+/// Header naming the edge that produced the response.
+pub const NODE: &str = "x-shoal-node";
+
+/// How a request ended, for metrics and the span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Not decided yet.
+    Pending,
+    /// Served here, with this cache status.
+    Cache(CacheStatus),
+    /// Served by the owner edge.
+    Forwarded,
+    /// Refused by validation.
+    Rejected,
+    /// Failed upstream.
+    Failed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Pending => "none",
+            Self::Cache(s) => s.as_str(),
+            Self::Forwarded => "forwarded",
+            Self::Rejected => "rejected",
+            Self::Failed => "error",
+        }
+    }
+}
+
+/// What the request path knows about one request, filled in phase by phase.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) start: Instant,
+    /// The wall-clock time freshness is judged at.
+    pub(crate) now: SystemTime,
+    pub(crate) method: Method,
+    pub(crate) headers: HeaderMap,
+    pub(crate) key: Option<CacheKey>,
+    pub(crate) outcome: Outcome,
+}
+
+/// Serves one client request.
+pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    drop(body); // GET and HEAD: validation refuses a request that declares one
+    let mut ctx = Ctx {
+        start: Instant::now(),
+        now: SystemTime::now(),
+        method: parts.method,
+        headers: parts.headers,
+        key: None,
+        outcome: Outcome::Pending,
+    };
+    let span = tracing::debug_span!(
+        "request",
+        method = %ctx.method,
+        uri = %parts.uri,
+        key = field::Empty,
+        cache = field::Empty,
+        status = field::Empty
+    );
+    st.metrics.inflight(1);
+    let resp = match run(&st, &mut ctx, &parts.uri)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.outcome = if e.is_origin_failure() {
+                Outcome::Failed
+            } else {
+                Outcome::Rejected
+            };
+            debug!(parent: &span, "{e}");
+            e.into_response()
+        }
+    };
+    st.metrics.inflight(-1);
+    finish(&st, &ctx, resp, &span)
+}
+
+/// validate → key → route → lookup → fill → respond.
+async fn run(st: &Arc<EdgeState>, ctx: &mut Ctx, uri: &Uri) -> Result<Response<Body>, EdgeError> {
+    let target = validate::request(&ctx.method, uri, &ctx.headers)?;
+    let key = st
+        .region
+        .key(&target.host, &target.path_and_query)
+        .map_err(|e| EdgeError::BadRequest(e.to_string()))?;
+    ctx.key = Some(key.clone());
+    if let Some(resp) = route::to_owner(st, ctx, &target, &key).await {
+        ctx.outcome = Outcome::Forwarded;
+        return Ok(resp);
+    }
+    let served = match lookup::plan(st.store.lookup(key.as_str(), ctx.now).await) {
+        lookup::Plan::Serve(obj) => fill::Served::Object(obj, CacheStatus::Hit),
+        lookup::Plan::ServeAndRefresh(obj) => {
+            let (st2, key2, stale) = (st.clone(), key.clone(), obj.clone());
+            tokio::spawn(async move {
+                if let Err(e) = fill::fill(&st2, &key2, target.authorized, Some(stale)).await {
+                    debug!("background revalidation of {key2} failed: {e}");
+                }
+            });
+            fill::Served::Object(obj, CacheStatus::StaleHit)
+        }
+        lookup::Plan::Revalidate {
+            stale,
+            serve_if_error,
+        } => match fill::fill(st, &key, target.authorized, Some(stale.clone())).await {
+            Err(e) if serve_if_error && e.is_origin_failure() => {
+                tracing::warn!("origin failed, serving stale {key}: {e}");
+                fill::Served::Object(stale, CacheStatus::StaleHit)
+            }
+            r => r?,
+        },
+        lookup::Plan::Fill => fill::fill(st, &key, target.authorized, None).await?,
+    };
+    ctx.outcome = Outcome::Cache(served.status());
+    Ok(respond::served(st, ctx, served))
+}
+
+/// The one place every response passes: the node header (a forwarded response keeps the
+/// owner's), metrics, the span.
+fn finish(
+    st: &EdgeState,
+    ctx: &Ctx,
+    mut resp: Response<Body>,
+    span: &tracing::Span,
+) -> Response<Body> {
+    let h = resp.headers_mut();
+    if !h.contains_key(NODE) {
+        h.insert(NODE, st.node_header.clone());
+    }
+    if !h.contains_key(respond::CACHE_STATUS) {
+        h.insert(respond::CACHE_STATUS, HeaderValue::from_static("shoal"));
+    }
+    let status = resp.status().as_u16();
+    let label = ctx.outcome.label();
+    st.metrics
+        .request(status, label, ctx.start.elapsed().as_secs_f64());
+    if let Some(k) = &ctx.key {
+        span.record("key", k.as_str());
+    }
+    span.record("cache", label);
+    span.record("status", status);
+    resp
+}
+
+#[cfg(test)]
+mod tests;

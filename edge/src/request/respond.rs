@@ -1,0 +1,155 @@
+//! Phase 5, **respond**: turn what the fill phase served into the client's response:
+//! conditional requests (304), Range (206/416), `Age`, `Date`, `Cache-Status`, or a stream
+//! for a body too large to store.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, Response, StatusCode, header};
+use shoal_cache_core::wire::{BodyLength, ResponseHead};
+use shoal_cache_core::{CacheStatus, CachedObject};
+
+use super::Ctx;
+use super::fill::Served;
+use crate::headers;
+use crate::range::{self, RangeOutcome};
+use crate::state::EdgeState;
+use crate::upstream::OriginBody;
+
+/// The `Cache-Status` response header (RFC 9211).
+pub(crate) const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+
+/// The `Cache-Status` value: static for the common outcomes, built for the rest.
+pub(crate) fn cache_status_value(status: CacheStatus) -> HeaderValue {
+    match status {
+        CacheStatus::Hit => HeaderValue::from_static("shoal; hit"),
+        CacheStatus::StaleHit => HeaderValue::from_static("shoal; hit; detail=stale"),
+        CacheStatus::MissStored => HeaderValue::from_static("shoal; fwd=miss; stored"),
+        CacheStatus::Collapsed => HeaderValue::from_static("shoal; fwd=miss; collapsed"),
+        other => HeaderValue::from_str(&other.header_value("shoal"))
+            .unwrap_or(HeaderValue::from_static("shoal")),
+    }
+}
+
+/// The response for what was served.
+pub(crate) fn served(st: &EdgeState, ctx: &Ctx, served: Served) -> Response<Body> {
+    match served {
+        Served::Object(obj, status) => object(st, ctx, &obj, status),
+        Served::Stream(head, body, status) => stream(head, body, status),
+    }
+}
+
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let etag = strip(etag);
+    if_none_match.trim() == "*" || if_none_match.split(',').any(|t| strip(t) == etag)
+}
+
+fn object(
+    st: &EdgeState,
+    ctx: &Ctx,
+    obj: &Arc<CachedObject>,
+    status: CacheStatus,
+) -> Response<Body> {
+    let mut h = headers::to_map(&obj.headers, &["date"]);
+    h.insert(
+        header::AGE,
+        HeaderValue::from(obj.freshness.current_age(ctx.now).as_secs()),
+    );
+    h.insert(header::DATE, st.date.get(ctx.now));
+    h.insert(CACHE_STATUS, cache_status_value(status));
+    let mut code = StatusCode::from_u16(obj.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut body = obj.body.clone();
+    if code == StatusCode::OK {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let req = &ctx.headers;
+        let inm = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        if let (Some(inm), Some(etag)) = (inm, &obj.etag)
+            && etag_matches(inm, etag)
+        {
+            h.remove(header::CONTENT_TYPE);
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            *r.headers_mut() = h;
+            return r;
+        }
+        let if_range_ok = req
+            .get(header::IF_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|ir| obj.etag.as_deref() == Some(ir.trim()));
+        let range = req.get(header::RANGE).and_then(|v| v.to_str().ok());
+        if let (Some(range), true, true) = (range, if_range_ok, ctx.method == Method::GET) {
+            let len = body.len() as u64;
+            match range::parse(range, len) {
+                RangeOutcome::Full => {}
+                RangeOutcome::Single { start, end } => {
+                    code = StatusCode::PARTIAL_CONTENT;
+                    body = body.slice(start as usize..=end as usize);
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                        h.insert(header::CONTENT_RANGE, v);
+                    }
+                }
+                RangeOutcome::Unsatisfiable | RangeOutcome::Invalid => {
+                    // The object's own headers (Age, ETag, Cache-Status) stay; the body
+                    // says what could not be served.
+                    code = StatusCode::RANGE_NOT_SATISFIABLE;
+                    body = format!("range {range:?} cannot be served from {len} bytes\n").into();
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    h.remove(header::CACHE_CONTROL);
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                        h.insert(header::CONTENT_RANGE, v);
+                    }
+                }
+            }
+        }
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = code;
+    *r.headers_mut() = h;
+    r
+}
+
+/// A body too large to store, passed on chunk by chunk as it arrives from the origin.
+fn stream(head: ResponseHead, body: OriginBody, status: CacheStatus) -> Response<Body> {
+    let mut h = headers::to_map(&headers::keep(head.headers), &[]);
+    if let BodyLength::Known(n) = head.length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    h.insert(header::AGE, HeaderValue::from(0u64));
+    h.insert(CACHE_STATUS, cache_status_value(status));
+    let mut r = Response::new(Body::from_stream(body.into_stream()));
+    *r.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *r.headers_mut() = h;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_comparison_is_weak() {
+        assert!(etag_matches("\"a\"", "\"a\""));
+        assert!(etag_matches("W/\"a\", \"b\"", "\"a\""));
+        assert!(etag_matches("*", "\"x\""));
+        assert!(!etag_matches("\"b\"", "\"a\""));
+    }
+
+    #[test]
+    fn cache_status_values_match_the_rfc_9211_forms() {
+        for s in [
+            CacheStatus::Hit,
+            CacheStatus::StaleHit,
+            CacheStatus::MissStored,
+            CacheStatus::Collapsed,
+            CacheStatus::Revalidated,
+        ] {
+            assert_eq!(cache_status_value(s), s.header_value("shoal").as_str());
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Phase 2, **route**: send the request to its owner edge in the region, or serve it here.
+//!
+//! The region's [`shoal_cache_core::RegionMap`] gives the candidates for a key: the owner,
+//! then the nodes that inherit its keys. A non-owner forwards to the first live candidate
+//! and keeps no copy; when a candidate fails it is skipped for `peer_down_for` and the next
+//! is tried. Reaching this edge in the list means serving here.
+//!
+//! **Loop prevention**: a forwarding edge marks the request with [`FORWARDED`], and a
+//! marked request is always served where it lands, never forwarded again, so two edges
+//! whose rings briefly disagree cannot bounce a request between them.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{Request, Response, header};
+use bytes::Bytes;
+use http_body_util::Empty;
+use shoal_cache_core::CacheKey;
+use tracing::warn;
+
+use super::Ctx;
+use super::validate::Target;
+use crate::error::EdgeError;
+use crate::peers::Peer;
+use crate::state::EdgeState;
+
+/// Header a forwarding edge sets, so the owner serves instead of forwarding again.
+pub const FORWARDED: &str = "x-shoal-forwarded";
+
+/// Request headers a forward carries to the owner (the rest is the owner's business only
+/// through the key).
+const FORWARDED_HEADERS: [header::HeaderName; 4] = [
+    header::RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_RANGE,
+    header::AUTHORIZATION,
+];
+
+/// The owner's response, when another edge owns the key and answered; `None` to serve here.
+pub(crate) async fn to_owner(
+    st: &EdgeState,
+    ctx: &Ctx,
+    target: &Target,
+    key: &CacheKey,
+) -> Option<Response<Body>> {
+    if ctx.headers.contains_key(FORWARDED) {
+        return None;
+    }
+    for node in st.region.candidates(key) {
+        if node == st.config.node_id {
+            return None;
+        }
+        let Some(peer) = st.peers.get(node) else {
+            continue;
+        };
+        if peer.is_down(Instant::now()) {
+            continue;
+        }
+        match forward(st, peer, node, ctx, target).await {
+            Ok(r) => {
+                st.metrics.peer_forward("ok");
+                return Some(r);
+            }
+            Err(e) => {
+                warn!("forward failed, trying the next node: {e}");
+                st.metrics.peer_forward("error");
+                peer.mark_down(Instant::now(), st.peers.down_for);
+            }
+        }
+    }
+    None
+}
+
+async fn forward(
+    st: &EdgeState,
+    peer: &Peer,
+    node: &str,
+    ctx: &Ctx,
+    target: &Target,
+) -> Result<Response<Body>, EdgeError> {
+    let fail = |reason: String| EdgeError::Peer {
+        peer: node.to_string(),
+        reason,
+    };
+    let mut b = Request::builder()
+        .method(ctx.method.clone())
+        .uri(format!("http://{}{}", peer.addr, target.path_and_query))
+        .header(header::HOST, &target.host)
+        .header(FORWARDED, st.node_header.clone());
+    for h in &FORWARDED_HEADERS {
+        if let Some(v) = ctx.headers.get(h) {
+            b = b.header(h, v);
+        }
+    }
+    let req = b
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fail(e.to_string()))?;
+    // A dead peer shows at connect (bounded by the connector's `peer` timeout); the head
+    // may legitimately wait for the owner's own origin fetch.
+    let wait = st.config.peer_head_wait();
+    let resp = tokio::time::timeout(wait, st.peers.client.request(req))
+        .await
+        .map_err(|_| fail(format!("no response head within {wait:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    let (mut parts, body) = resp.into_parts();
+    for h in [header::CONNECTION, header::TRANSFER_ENCODING] {
+        parts.headers.remove(h);
+    }
+    parts.headers.remove("keep-alive");
+    Ok(Response::from_parts(parts, Body::new(body)))
+}

@@ -1,0 +1,326 @@
+//! The phases end to end inside one process: a mock origin (no sockets) behind the real
+//! request path, with paused time where waiting matters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http_body_util::BodyExt;
+use shoal_cache_core::io::{BodyStream, FrameReader, write_frame};
+use shoal_cache_core::wire::{BodyChunk, BodyLength, FrameCodec, Message, ResponseHead};
+
+use super::*;
+use crate::config::EdgeConfig;
+use crate::upstream::{Fetch, Origin, OriginReply};
+
+/// An origin in memory: objects by target, a fetch log, an optional delay, and a switch
+/// that makes it down.
+#[derive(Debug, Default)]
+struct MockOrigin {
+    objects: Mutex<HashMap<String, (String, Bytes)>>,
+    fetched: Mutex<Vec<String>>,
+    delay: Duration,
+    down: AtomicBool,
+    fetches: AtomicUsize,
+}
+
+impl MockOrigin {
+    fn put(&self, target: &str, cache_control: &str, body: &'static [u8]) {
+        self.objects.lock().unwrap().insert(
+            target.into(),
+            (cache_control.into(), Bytes::from_static(body)),
+        );
+    }
+}
+
+async fn streamed(body: Bytes) -> crate::upstream::OriginBody {
+    let codec = FrameCodec::default();
+    let mut frames = Vec::new();
+    let chunks: Vec<Bytes> = body.chunks(4).map(Bytes::copy_from_slice).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        let m = Message::BodyChunk(BodyChunk {
+            request_id: 1,
+            offset: (i * 4) as u64,
+            data: c.clone(),
+            last: i + 1 == chunks.len(),
+        });
+        write_frame(&mut frames, &codec, &m).await.unwrap();
+    }
+    let r: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(std::io::Cursor::new(frames));
+    BodyStream::new(FrameReader::new(r, codec), Some(body.len() as u64))
+}
+
+impl Origin for MockOrigin {
+    fn fetch(&self, req: Fetch) -> BoxFuture<'_, Result<OriginReply, EdgeError>> {
+        async move {
+            tokio::time::sleep(self.delay).await;
+            if self.down.load(Ordering::SeqCst) {
+                return Err(EdgeError::OriginDown("mock origin is down".into()));
+            }
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            self.fetched.lock().unwrap().push(req.target.clone());
+            let path = req.target.split('?').next().unwrap_or("").to_string();
+            let found = self.objects.lock().unwrap().get(&path).cloned();
+            let Some((cc, body)) = found else {
+                let head = ResponseHead {
+                    request_id: 1,
+                    status: 404,
+                    headers: vec![],
+                    length: BodyLength::Known(0),
+                    version: 0,
+                };
+                return Ok(OriginReply::Complete {
+                    head,
+                    body: Bytes::new(),
+                });
+            };
+            let head = ResponseHead {
+                request_id: 1,
+                status: 200,
+                headers: vec![
+                    ("cache-control".into(), cc),
+                    ("etag".into(), "\"v1\"".into()),
+                    ("x-internal".into(), "not kept".into()),
+                ],
+                length: BodyLength::Known(body.len() as u64),
+                version: 1,
+            };
+            if body.len() as u64 > req.max_body {
+                return Ok(OriginReply::Streaming {
+                    head,
+                    body: streamed(body).await,
+                });
+            }
+            Ok(OriginReply::Complete { head, body })
+        }
+        .boxed()
+    }
+
+    fn is_up(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+}
+
+fn config() -> EdgeConfig {
+    let mut c = EdgeConfig::default();
+    c.origin.fingerprints = vec!["ab".repeat(32)];
+    c.cache.max_object_size = shoal_cache_core::size::ByteSize(1024);
+    c
+}
+
+fn edge(c: EdgeConfig, origin: Arc<MockOrigin>) -> Arc<EdgeState> {
+    Arc::new(EdgeState::new(c, origin).unwrap())
+}
+
+fn get(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::get(path).header("host", "site.test");
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+async fn body(r: Response<Body>) -> Bytes {
+    r.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn h<'a>(r: &'a Response<Body>, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_make_one_fetch_and_the_joiners_are_marked_collapsed() {
+    let origin = Arc::new(MockOrigin {
+        delay: Duration::from_millis(100),
+        ..MockOrigin::default()
+    });
+    origin.put("/seg.ts", "public, max-age=60", b"segment");
+    let st = edge(config(), origin.clone());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(handle(st.clone(), get("/seg.ts", &[]))))
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status(), 200);
+        statuses.push(h(&r, "cache-status").to_string());
+        assert_eq!(body(r).await, "segment");
+    }
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 1);
+    let stored = statuses
+        .iter()
+        .filter(|s| *s == "shoal; fwd=miss; stored")
+        .count();
+    let collapsed = statuses
+        .iter()
+        .filter(|s| *s == "shoal; fwd=miss; collapsed")
+        .count();
+    assert_eq!((stored, collapsed), (1, 19), "{statuses:?}");
+    assert_eq!(st.store.stats().coalesced, 19);
+    let metrics = st.metrics.render(&st.store.stats());
+    assert!(
+        metrics.contains(r#"shoal_edge_requests_total{status="200",cache="collapsed"} 19"#),
+        "{metrics}"
+    );
+    let hit = handle(st.clone(), get("/seg.ts", &[])).await;
+    assert_eq!(h(&hit, "cache-status"), "shoal; hit");
+}
+
+#[tokio::test]
+async fn the_origin_is_asked_for_the_query_the_key_holds() {
+    let origin = Arc::new(MockOrigin::default());
+    origin.put("/search", "public, max-age=60", b"results");
+    let st = edge(config(), origin.clone());
+    let r = handle(st.clone(), get("/search?q=fish&utm_source=ad&a=1", &[])).await;
+    assert_eq!(r.status(), 200);
+    // Sorted, tracking parameter dropped: exactly what the cache key holds.
+    assert_eq!(*origin.fetched.lock().unwrap(), ["/search?a=1&q=fish"]);
+    let r = handle(st.clone(), get("/search?a=1&q=fish", &[])).await;
+    assert_eq!(
+        h(&r, "cache-status"),
+        "shoal; hit",
+        "same key, served from cache"
+    );
+}
+
+#[tokio::test]
+async fn a_response_to_an_authorised_request_is_not_stored_unless_it_allows_sharing() {
+    let origin = Arc::new(MockOrigin::default());
+    origin.put("/account", "max-age=60", b"mine");
+    origin.put("/shared", "public, max-age=60", b"ours");
+    let st = edge(config(), origin.clone());
+    let auth = [("authorization", "Bearer t")];
+    for _ in 0..2 {
+        let r = handle(st.clone(), get("/account", &auth)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            h(&r, "cache-status"),
+            "shoal; fwd=miss; detail=authorization"
+        );
+    }
+    assert_eq!(
+        origin.fetches.load(Ordering::SeqCst),
+        2,
+        "not stored: fetched each time"
+    );
+    handle(st.clone(), get("/shared", &auth)).await;
+    let r = handle(st.clone(), get("/shared", &auth)).await;
+    assert_eq!(h(&r, "cache-status"), "shoal; hit", "public: stored");
+}
+
+#[tokio::test]
+async fn every_response_names_the_node_and_the_cache_result() {
+    let origin = Arc::new(MockOrigin::default());
+    origin.put("/obj", "public, max-age=60", b"0123456789");
+    let st = edge(config(), origin.clone());
+    let long = format!("/{}", "a".repeat(9000));
+    let many: Vec<(String, String)> = (0..101).map(|i| (format!("x-{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let post = Request::post("/obj")
+        .header("host", "site.test")
+        .body(Body::empty())
+        .unwrap();
+    let cases = [
+        (post, 405),
+        (get("/a/../b", &[]), 400),
+        (get(&long, &[]), 414),
+        (get("/obj", &many), 431),
+        (get("/obj", &[("range", "bytes=50-60")]), 416),
+        (get("/obj", &[("range", "bytes=2-4")]), 206),
+    ];
+    for (req, status) in cases {
+        let r = handle(st.clone(), req).await;
+        assert_eq!(r.status(), status);
+        assert_eq!(h(&r, NODE), "edge-1", "{status}");
+        assert!(h(&r, "cache-status").starts_with("shoal"), "{status}");
+        if status == 416 {
+            assert_eq!(h(&r, "etag"), "\"v1\"");
+            assert!(!h(&r, "age").is_empty());
+            assert_eq!(h(&r, "content-range"), "bytes */10");
+        }
+    }
+    origin.down.store(true, Ordering::SeqCst);
+    let r = handle(st.clone(), get("/never-fetched", &[])).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(h(&r, NODE), "edge-1");
+    assert_eq!(h(&r, "cache-status"), "shoal; fwd=miss; detail=origin-down");
+    assert!(String::from_utf8_lossy(&body(r).await).contains("origin link down"));
+}
+
+#[tokio::test]
+async fn with_the_origin_down_stale_content_is_served_where_allowed() {
+    let origin = Arc::new(MockOrigin::default());
+    origin.put("/sie", "public, max-age=0, stale-if-error=60", b"old");
+    origin.put("/strict", "public, max-age=0", b"old");
+    let st = edge(config(), origin.clone());
+    for p in ["/sie", "/strict"] {
+        assert_eq!(handle(st.clone(), get(p, &[])).await.status(), 200);
+    }
+    origin.down.store(true, Ordering::SeqCst);
+    let r = handle(st.clone(), get("/sie", &[])).await;
+    assert_eq!(
+        (r.status().as_u16(), h(&r, "cache-status")),
+        (200, "shoal; hit; detail=stale")
+    );
+    let r = handle(st.clone(), get("/strict", &[])).await;
+    assert_eq!(r.status(), 502);
+}
+
+#[tokio::test]
+async fn large_bodies_stream_unstored_with_offsets_checked() {
+    let origin = Arc::new(MockOrigin::default());
+    static BIG: [u8; 3000] = [7u8; 3000];
+    let big: &'static [u8] = &BIG;
+    origin.put("/big.ts", "public, max-age=60", big);
+    let st = edge(config(), origin.clone());
+    for _ in 0..2 {
+        let r = handle(st.clone(), get("/big.ts", &[])).await;
+        assert_eq!(h(&r, "cache-status"), "shoal; fwd=miss; detail=too-large");
+        assert_eq!(h(&r, "content-length"), big.len().to_string());
+        assert_eq!(body(r).await, big);
+    }
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn forwarded_requests_are_served_where_they_land_and_dead_owners_are_skipped() {
+    let origin = Arc::new(MockOrigin::default());
+    origin.put("/x", "public, max-age=60", b"x");
+    let mut c = config();
+    // A peer that refuses connections, owning some keys.
+    c.peers
+        .insert("dead".into(), "127.0.0.1:1".parse().unwrap());
+    let st = edge(c, origin.clone());
+    let key = |p: &str| st.region.key("site.test", p).unwrap();
+    let owned = (0..200)
+        .map(|i| format!("/x?{i}"))
+        .find(|p| st.region.owner(&key(p)) == Some("dead"))
+        .expect("the dead peer owns some key");
+    let r = handle(st.clone(), get(&owned, &[(FORWARDED, "other")])).await;
+    assert_eq!(r.status(), 200, "loop guard: served here");
+    assert!(
+        !st.metrics
+            .render(&st.store.stats())
+            .contains("peer_forwards_total{result=\"error\"}")
+    );
+    let r = handle(st.clone(), get(&owned, &[])).await;
+    // The owner refused: this edge, next on the ring, served it.
+    assert_eq!(r.status(), 200);
+    let m = st.metrics.render(&st.store.stats());
+    assert!(m.contains("peer_forwards_total{result=\"error\"} 1"), "{m}");
+    assert!(
+        st.peers
+            .get("dead")
+            .unwrap()
+            .is_down(std::time::Instant::now())
+    );
+}

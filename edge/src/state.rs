@@ -1,0 +1,89 @@
+//! What every request shares: the configuration, the cache, the region's routing contract,
+//! the peers, the origin link, the metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+use axum::http::HeaderValue;
+use shoal_cache_core::{CachedObject, FreshnessPolicy, RegionMap, Store};
+
+use crate::config::EdgeConfig;
+use crate::error::EdgeError;
+use crate::metrics::Metrics;
+use crate::peers::Peers;
+use crate::upstream::Origin;
+
+/// Shared by every request of one edge.
+#[derive(Debug)]
+pub(crate) struct EdgeState {
+    pub(crate) config: EdgeConfig,
+    /// Freshness defaults, derived from the config once.
+    pub(crate) freshness: FreshnessPolicy,
+    pub(crate) store: Store<CachedObject>,
+    /// Ring and key policy: the same contract the region's clients use.
+    pub(crate) region: RegionMap,
+    pub(crate) peers: Peers,
+    pub(crate) origin: Arc<dyn Origin>,
+    pub(crate) metrics: Metrics,
+    /// Set at shutdown: readiness turns false before listeners close.
+    pub(crate) draining: AtomicBool,
+    /// `X-Shoal-Node` value, built once.
+    pub(crate) node_header: HeaderValue,
+    pub(crate) date: DateCache,
+}
+
+impl EdgeState {
+    /// State for a checked `config`, fetching through `origin`.
+    pub(crate) fn new(config: EdgeConfig, origin: Arc<dyn Origin>) -> Result<Self, EdgeError> {
+        config.validate()?;
+        let store = Store::new(config.store_config())
+            .map_err(|e| EdgeError::Config(format!("cache: {e}")))?;
+        let node_header = HeaderValue::from_str(&config.node_id).map_err(|_| {
+            EdgeError::Config(format!(
+                "node_id {:?} is not a header value",
+                config.node_id
+            ))
+        })?;
+        let t = &config.timeouts;
+        let peers = Peers::new(
+            config.peers.iter().filter(|(id, _)| **id != config.node_id),
+            t.peer.get(),
+            t.peer_down_for.get(),
+        );
+        Ok(Self {
+            freshness: config.freshness(),
+            region: config.region_map()?,
+            store,
+            peers,
+            origin,
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
+            node_header,
+            date: DateCache::default(),
+            config,
+        })
+    }
+}
+
+/// The `Date` header, formatted at most once per second.
+#[derive(Debug, Default)]
+pub(crate) struct DateCache(std::sync::Mutex<Option<(u64, HeaderValue)>>);
+
+impl DateCache {
+    pub(crate) fn get(&self, now: SystemTime) -> HeaderValue {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*g {
+            Some((s, v)) if *s == secs => v.clone(),
+            _ => {
+                let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                    .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+                *g = Some((secs, v.clone()));
+                v
+            }
+        }
+    }
+}

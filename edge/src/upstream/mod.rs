@@ -1,0 +1,388 @@
+//! The edge's link to the origin: QUIC (quinn, TLS 1.3, pinned certificates), one
+//! bidirectional stream per fetch.
+//!
+//! - [`pin`]: which certificates the edge trusts.
+//! - `breaker`: the circuit breaker, counting attempts.
+//! - This module: the [`Origin`] seam the request path fetches through, and
+//!   [`OriginClient`], its QUIC implementation.
+//!
+//! **Link state.** One background task ([`OriginClient::maintain`]) owns connecting: it
+//! dials, publishes the connection, waits for it to close (QUIC keep-alives every third of
+//! the idle timeout, so a crashed or cut-off origin is noticed within `origin_idle`), and
+//! dials again. No request and no probe ever waits on a handshake another holds a lock for:
+//! readiness reads the published state, a fetch uses the published connection, and while
+//! the link is known to be down a fetch fails at once ([`EdgeError::OriginDown`]). Only
+//! before the first attempt has finished does a fetch wait, bounded by the connect timeout.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use shoal_cache_core::io::{BodyStream, FrameReader, write_frame};
+use shoal_cache_core::wire::{
+    ALPN, BodyLength, ErrorCode, FetchRequest, FrameCodec, Message, ResponseHead,
+};
+use tokio::io::AsyncRead;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EdgeConfig;
+use crate::error::EdgeError;
+
+mod breaker;
+pub mod pin;
+
+use breaker::Breaker;
+
+/// A response body still on its way from the origin.
+pub type OriginBody = BodyStream<Box<dyn AsyncRead + Send + Unpin>>;
+
+/// An origin reply.
+pub enum OriginReply {
+    /// The conditional fetch matched; fresh caching headers.
+    NotModified {
+        /// Headers to refresh the stored object with.
+        headers: Vec<(String, String)>,
+    },
+    /// A whole response (body read completely, offsets and length checked).
+    Complete {
+        /// Head.
+        head: ResponseHead,
+        /// Body.
+        body: Bytes,
+    },
+    /// A response too large to store: the body is still on the stream.
+    Streaming {
+        /// Head.
+        head: ResponseHead,
+        /// The body, positioned at its first chunk.
+        body: OriginBody,
+    },
+}
+
+impl fmt::Debug for OriginReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotModified { .. } => f.write_str("NotModified"),
+            Self::Complete { head, body } => {
+                write!(f, "Complete({}, {} B)", head.status, body.len())
+            }
+            Self::Streaming { head, .. } => write!(f, "Streaming({})", head.status),
+        }
+    }
+}
+
+/// One fetch: what to ask the origin for.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Path and query, as the cache key holds them.
+    pub target: String,
+    /// The stored copy's ETag: makes the fetch conditional.
+    pub etag: Option<String>,
+    /// Bodies larger than this come back as [`OriginReply::Streaming`].
+    pub max_body: u64,
+}
+
+/// What the request path fetches through: the QUIC client in production, a mock in the
+/// phases' unit tests.
+pub trait Origin: Send + Sync + fmt::Debug + 'static {
+    /// Fetches with the implementation's retries and timeouts.
+    fn fetch(&self, req: Fetch) -> BoxFuture<'_, Result<OriginReply, EdgeError>>;
+    /// Whether the link is up now. Answers at once.
+    fn is_up(&self) -> bool;
+}
+
+/// Link settings, from the edge config.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Origin address.
+    pub addr: std::net::SocketAddr,
+    /// Local UDP address.
+    pub bind: std::net::SocketAddr,
+    /// TLS server name.
+    pub server_name: String,
+    /// Pinned certificate fingerprints.
+    pub pins: Vec<pin::Fingerprint>,
+    /// Attempt timeout.
+    pub fetch_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle timeout of the connection (keep-alives every third of it).
+    pub idle_timeout: Duration,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Consecutive failed attempts that open the breaker.
+    pub breaker_failures: u32,
+    /// Breaker open time.
+    pub breaker_open_for: Duration,
+}
+
+impl LinkSettings {
+    /// The settings an edge config gives.
+    pub fn from_config(c: &EdgeConfig) -> Result<Self, EdgeError> {
+        Ok(Self {
+            addr: c.origin.addr,
+            bind: c.origin.bind_addr(),
+            server_name: c.origin.server_name.clone(),
+            pins: pin::pins(&c.origin)?,
+            fetch_timeout: c.timeouts.origin_fetch.get(),
+            connect_timeout: c.timeouts.origin_connect.get(),
+            idle_timeout: c.timeouts.origin_idle.get(),
+            retries: c.retries,
+            breaker_failures: c.breaker_failures,
+            breaker_open_for: c.timeouts.breaker_open_for.get(),
+        })
+    }
+}
+
+/// The published state of the link.
+#[derive(Debug, Clone)]
+enum Link {
+    /// The first attempt has not finished.
+    Connecting,
+    /// Connected.
+    Up(quinn::Connection),
+    /// The last attempt failed or the connection closed, with why.
+    Down(String),
+}
+
+/// The QUIC client to the origin.
+#[derive(Debug)]
+pub struct OriginClient {
+    endpoint: quinn::Endpoint,
+    settings: LinkSettings,
+    link: watch::Sender<Link>,
+    breaker: Breaker,
+    codec: FrameCodec,
+    next_id: AtomicU64,
+}
+
+impl OriginClient {
+    /// A client on a UDP socket bound to `settings.bind`. Call [`Self::maintain`] to connect.
+    pub fn new(settings: LinkSettings) -> Result<Self, EdgeError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| EdgeError::Transport(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(pin::PinnedCerts::new(
+                settings.pins.clone(),
+                provider,
+            )))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| EdgeError::Transport(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut t = quinn::TransportConfig::default();
+        t.stream_receive_window((8u32 << 20).into())
+            .receive_window((64u32 << 20).into())
+            .keep_alive_interval(Some(settings.idle_timeout / 3));
+        let idle = quinn::IdleTimeout::try_from(settings.idle_timeout)
+            .map_err(|e| EdgeError::Config(format!("origin_idle: {e}")))?;
+        t.max_idle_timeout(Some(idle));
+        client.transport_config(Arc::new(t));
+        let mut endpoint = quinn::Endpoint::client(settings.bind).map_err(|e| EdgeError::Bind {
+            addr: settings.bind.to_string(),
+            reason: e.to_string(),
+        })?;
+        endpoint.set_default_client_config(client);
+        Ok(Self {
+            endpoint,
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
+            settings,
+            link: watch::Sender::new(Link::Connecting),
+            codec: FrameCodec::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The local UDP address of the QUIC endpoint.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    async fn connect(&self) -> Result<quinn::Connection, String> {
+        let connecting = self
+            .endpoint
+            .connect(self.settings.addr, &self.settings.server_name)
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no handshake within {:?}",
+                self.settings.connect_timeout
+            )),
+        }
+    }
+
+    /// Keeps the link up until `cancel`: connect, publish, wait for the close, publish
+    /// that, connect again (every `retry_every` while the origin does not answer).
+    pub async fn maintain(self: Arc<Self>, cancel: CancellationToken, retry_every: Duration) {
+        loop {
+            let attempt = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = self.connect() => r,
+            };
+            match attempt {
+                Ok(conn) => {
+                    self.link.send_replace(Link::Up(conn.clone()));
+                    // A completed handshake shows the origin is back: close the breaker
+                    // rather than failing requests until its open period runs out.
+                    self.breaker.reset();
+                    tracing::info!(origin = %self.settings.addr, "origin link up");
+                    let why = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        e = conn.closed() => e,
+                    };
+                    tracing::warn!(origin = %self.settings.addr, "origin link down: {why}");
+                    self.link.send_replace(Link::Down(why.to_string()));
+                }
+                Err(e) => {
+                    tracing::debug!(origin = %self.settings.addr, "origin not reachable: {e}");
+                    self.link.send_replace(Link::Down(e));
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(retry_every) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection to use now; waits only while the first attempt is under way.
+    async fn connection(&self) -> Result<quinn::Connection, EdgeError> {
+        let mut rx = self.link.subscribe();
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        loop {
+            match &*rx.borrow_and_update() {
+                Link::Up(c) if c.close_reason().is_none() => return Ok(c.clone()),
+                Link::Up(c) => {
+                    let why = c.close_reason().map(|r| r.to_string()).unwrap_or_default();
+                    return Err(EdgeError::OriginUnavailable(why));
+                }
+                Link::Down(why) => return Err(EdgeError::OriginDown(why.clone())),
+                Link::Connecting => {}
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(EdgeError::OriginDown("edge shutting down".into())),
+                Err(_) => return Err(EdgeError::OriginTimeout(self.settings.connect_timeout)),
+            }
+        }
+    }
+
+    /// Fetches with retries (exponential backoff, full jitter) for retryable failures; each
+    /// attempt is bounded by the fetch timeout and counted by the breaker.
+    pub async fn fetch(&self, req: &Fetch) -> Result<OriginReply, EdgeError> {
+        let mut attempt = 0;
+        loop {
+            self.breaker
+                .check(Instant::now())
+                .map_err(EdgeError::CircuitOpen)?;
+            let conn = self.connection().await?;
+            let r = tokio::time::timeout(self.settings.fetch_timeout, self.fetch_once(&conn, req))
+                .await
+                .unwrap_or(Err(EdgeError::OriginTimeout(self.settings.fetch_timeout)));
+            self.breaker.record(
+                !r.as_ref().is_err_and(EdgeError::is_origin_failure),
+                Instant::now(),
+            );
+            match r {
+                Err(e) if e.is_retryable() && attempt < self.settings.retries => {
+                    let cap = 50u64 << attempt.min(6);
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        conn: &quinn::Connection,
+        req: &Fetch,
+    ) -> Result<OriginReply, EdgeError> {
+        let unavailable = |e: String| EdgeError::OriginUnavailable(e);
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = Message::Fetch(FetchRequest {
+            request_id,
+            key: req.target.clone(),
+            if_none_match: req.etag.clone(),
+        });
+        write_frame(&mut send, &self.codec, &msg)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        send.finish().map_err(|e| unavailable(e.to_string()))?;
+        let boxed: Box<dyn AsyncRead + Send + Unpin> = Box::new(recv);
+        let mut reader = FrameReader::new(boxed, self.codec);
+        let head = match reader.next().await {
+            Ok(Some(Message::ResponseHead(h))) => h,
+            Ok(Some(Message::NotModified(nm))) => {
+                return Ok(OriginReply::NotModified {
+                    headers: nm.headers,
+                });
+            }
+            Ok(Some(Message::Error(e))) => {
+                return Err(match e.code {
+                    ErrorCode::Unavailable => unavailable(e.message),
+                    _ => EdgeError::OriginProtocol(format!("{:?}: {}", e.code, e.message)),
+                });
+            }
+            Ok(Some(m)) => {
+                return Err(EdgeError::OriginProtocol(format!(
+                    "{} before the response head",
+                    m.name()
+                )));
+            }
+            Ok(None) => return Err(unavailable("stream closed before the response head".into())),
+            Err(e) => return Err(unavailable(e.to_string())),
+        };
+        if head.request_id != request_id {
+            return Err(EdgeError::OriginProtocol(
+                "response for another request".into(),
+            ));
+        }
+        let length = match head.length {
+            BodyLength::Known(n) => Some(n),
+            BodyLength::Streamed => None,
+        };
+        let body = BodyStream::new(reader, length);
+        if length.is_none_or(|n| n > req.max_body) {
+            return Ok(OriginReply::Streaming { head, body });
+        }
+        let body = body.collect().await.map_err(|e| match e {
+            shoal_cache_core::WireError::Body(m) => EdgeError::OriginProtocol(m),
+            other => unavailable(other.to_string()),
+        })?;
+        Ok(OriginReply::Complete { head, body })
+    }
+
+    /// Closes the connection and the endpoint.
+    pub fn close(&self) {
+        if let Link::Up(c) = &*self.link.borrow() {
+            c.close(0u32.into(), b"edge shutting down");
+        }
+        self.endpoint.close(0u32.into(), b"edge shutting down");
+    }
+}
+
+impl Origin for OriginClient {
+    fn fetch(&self, req: Fetch) -> BoxFuture<'_, Result<OriginReply, EdgeError>> {
+        async move { OriginClient::fetch(self, &req).await }.boxed()
+    }
+
+    fn is_up(&self) -> bool {
+        matches!(&*self.link.borrow(), Link::Up(c) if c.close_reason().is_none())
+    }
+}
