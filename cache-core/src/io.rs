@@ -216,10 +216,10 @@ mod tests {
         assert!(matches!(r.next().await, Err(WireError::Truncated(_))));
     }
 
-    async fn body_of(
-        chunks: &[(u64, &[u8], bool)],
-        length: Option<u64>,
-    ) -> Result<Bytes, WireError> {
+    /// One body chunk: offset, data, last.
+    type Chunk<'a> = (u64, &'a [u8], bool);
+
+    async fn body_of(chunks: &[Chunk<'_>], length: Option<u64>) -> Result<Bytes, WireError> {
         let codec = FrameCodec::default();
         let mut bytes = Vec::new();
         for (offset, data, last) in chunks {
@@ -248,7 +248,7 @@ mod tests {
             Bytes::from_static(b"abcd")
         );
         assert_eq!(body_of(&[], Some(0)).await.unwrap(), Bytes::new());
-        let cases: [(&[(u64, &[u8], bool)], Option<u64>, &str); 4] = [
+        let cases: [(&[Chunk<'_>], Option<u64>, &str); 4] = [
             (&[(0, b"ab", false), (3, b"d", true)], Some(3), "offset 3"),
             (&[(0, b"abcdef", true)], Some(4), "exceed"),
             (&[(0, b"ab", true)], Some(4), "announced 4"),

@@ -17,11 +17,14 @@
 //! - [`status`]: [`CacheStatus`] and [`NoStoreReason`] for headers, metrics and logs.
 //! - [`size`]: sizes such as `64MiB` and durations such as `250ms`, parsed once into
 //!   [`size::ByteSize`] and [`size::Span`] (serde-ready for config files).
+//! - [`exposition`]: metrics exposition formats (OpenMetrics or Prometheus text, by
+//!   `Accept`).
 //! - [`error`]: the crate's error enums.
 //! - `io` (feature `io`): framed reading and writing over async streams, and
 //!   `BodyStream`, the one reader of body chunks (offsets checked in one place).
 
 pub mod error;
+pub mod exposition;
 pub mod freshness;
 #[cfg(feature = "io")]
 pub mod io;

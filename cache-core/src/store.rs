@@ -252,6 +252,8 @@ impl<V> FillOutcome<V> {
 /// whether the work ran (`false`: found cached). A failure is the fill's own error, shared.
 type FillResult<V, E> = Result<(Arc<V>, Result<(), NoStoreReason>, bool), Arc<E>>;
 type SharedFill<V, E> = Shared<BoxFuture<'static, FillResult<V, E>>>;
+/// A fill in flight: its key and the type of its error.
+type FillId = (Arc<str>, TypeId);
 
 /// The answer of [`Store::get_or_fill`].
 #[derive(Debug, Clone)]
@@ -283,7 +285,7 @@ struct Inner<V: Cacheable> {
     counters: Arc<Counters>,
     /// Fills in flight, by key and by the fill's error type (so each waiter gets the error
     /// type it asked for; the `Any` is always a `SharedFill<V, E>` for that `E`).
-    inflight: Mutex<HashMap<(Arc<str>, TypeId), Box<dyn Any + Send + Sync>>>,
+    inflight: Mutex<HashMap<FillId, Box<dyn Any + Send + Sync>>>,
 }
 
 /// A byte-bounded cache of `Arc<V>` keyed by string, with coalesced fills.
@@ -493,7 +495,7 @@ impl<V: Cacheable> Store<V> {
                 .inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let id: (Arc<str>, TypeId) = (key.into(), TypeId::of::<E>());
+            let id: FillId = (key.into(), TypeId::of::<E>());
             match map
                 .get(&id)
                 .and_then(|f| f.downcast_ref::<SharedFill<V, E>>())

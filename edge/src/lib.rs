@@ -199,10 +199,18 @@ impl Edge {
     }
 }
 
-async fn metrics_page(State(st): State<Arc<EdgeState>>) -> Response {
+async fn metrics_page(
+    State(st): State<Arc<EdgeState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use shoal_cache_core::exposition::Format;
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        st.metrics.render(&st.store.stats()),
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+        format.render(st.metrics.render(&st.store.stats())),
     )
         .into_response()
 }

@@ -13,10 +13,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use shoal_cache_core::StoreStats;
 
-/// The content type of [`Metrics::render`]'s output: the OpenMetrics text format, which
-/// `prometheus-client` writes (`# EOF`, counters as `_total` samples).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     status: u16,

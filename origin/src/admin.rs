@@ -107,10 +107,13 @@ async fn delete_object(
     }
 }
 
-async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
+async fn metrics(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    use shoal_cache_core::exposition::Format;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        format.render(state.metrics.render()),
     )
         .into_response()
 }

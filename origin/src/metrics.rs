@@ -6,10 +6,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// The content type of the rendered metrics: the OpenMetrics text format, which
-/// `prometheus-client` writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// How a fetch ended.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum FetchResult {

@@ -89,10 +89,13 @@ mod tests {
         request(&method.parse().unwrap(), &uri.parse().unwrap(), &h)
     }
 
+    /// Method, target, headers, expected status.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+
     #[test]
     fn refuses_what_must_not_reach_the_cache() {
         let host = [("host", "a.test")];
-        let cases: [(&str, &str, &[(&str, &str)], u16); 8] = [
+        let cases: [Case<'_>; 8] = [
             ("POST", "/x", &host, 405),
             ("GET", "/x", &[], 400),
             ("GET", "/x", &[("host", "a"), ("host", "b")], 400),

@@ -2,4 +2,5 @@
 
 mod bad_input;
 mod hitrate;
+mod operations;
 mod request_path;
