@@ -120,29 +120,13 @@ impl Edge {
         let app = Router::new()
             .fallback(|State(st): State<Arc<EdgeState>>, req: Request| request::handle(st, req))
             .with_state(state.clone());
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(http, app)
-                .with_graceful_shutdown(async move { c.cancelled().await })
-                .await
-            {
-                warn!("client listener: {e}");
-            }
-        });
+        tasks.spawn(serve(http, app, cancel.clone(), "client"));
         let admin_app = Router::new()
             .route("/metrics", get(metrics_page))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .with_state(state.clone());
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(admin, admin_app)
-                .with_graceful_shutdown(async move { c.cancelled().await })
-                .await
-            {
-                warn!("admin listener: {e}");
-            }
-        });
+        tasks.spawn(serve(admin, admin_app, cancel.clone(), "admin"));
         info!(node = %state.config.node_id, region = %state.config.region, %http_addr, %admin_addr, "edge listening");
         Ok(Self {
             http_addr,
@@ -196,6 +180,16 @@ impl Edge {
         }
         self.link.close();
         info!(node = %self.state.config.node_id, "edge stopped");
+    }
+}
+
+/// Serves `app` on `listener` until `cancel`, then lets in-flight requests finish.
+async fn serve(listener: TcpListener, app: Router, cancel: CancellationToken, what: &'static str) {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+    {
+        warn!("{what} listener: {e}");
     }
 }
 

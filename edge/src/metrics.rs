@@ -44,67 +44,53 @@ pub struct Metrics {
     evictions: Family<CauseLabels, Gauge>,
 }
 
+/// Registers `metric` under `name` and returns the handle kept for recording.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::with_prefix("shoal_edge");
-        let m = Self {
-            requests: Family::default(),
-            latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
-            inflight: Gauge::default(),
-            origin_fetches: Family::default(),
-            origin_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
-            peer_forwards: Family::default(),
-            cache_bytes: Gauge::default(),
-            cache_entries: Gauge::default(),
-            evictions: Family::default(),
-            registry: Registry::default(),
-        };
-        r.register(
-            "requests",
-            "Client requests by status and cache result",
-            m.requests.clone(),
-        );
-        r.register(
-            "request_duration_seconds",
-            "Client request latency to the response head",
-            m.latency.clone(),
-        );
-        r.register(
-            "inflight_requests",
-            "Client requests being served",
-            m.inflight.clone(),
-        );
-        r.register(
-            "origin_fetches",
-            "Origin fetches by result",
-            m.origin_fetches.clone(),
-        );
-        r.register(
-            "origin_fetch_duration_seconds",
-            "Origin fetch latency",
-            m.origin_latency.clone(),
-        );
-        r.register(
-            "peer_forwards",
-            "Requests forwarded to the owner edge, by result",
-            m.peer_forwards.clone(),
-        );
-        r.register(
-            "cache_bytes",
-            "Bytes held by the cache",
-            m.cache_bytes.clone(),
-        );
-        r.register(
-            "cache_entries",
-            "Entries held by the cache",
-            m.cache_entries.clone(),
-        );
-        r.register(
-            "cache_evictions",
-            "Cache removals by cause, since start",
-            m.evictions.clone(),
-        );
-        Self { registry: r, ..m }
+        let r = &mut r;
+        let requests = "Client requests by status and cache result";
+        let latency = Histogram::new(exponential_buckets(0.00005, 2.0, 20));
+        let origin_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let forwards = "Requests forwarded to the owner edge, by result";
+        let evictions = "Cache removals by cause, since start";
+        Self {
+            requests: registered(r, "requests", requests, Family::default()),
+            latency: registered(r, "request_duration_seconds", "Request latency", latency),
+            inflight: registered(
+                r,
+                "inflight_requests",
+                "Requests being served",
+                Gauge::default(),
+            ),
+            origin_fetches: registered(r, "origin_fetches", "Origin fetches", Family::default()),
+            origin_latency: registered(
+                r,
+                "origin_fetch_duration_seconds",
+                "Origin fetch latency",
+                origin_latency,
+            ),
+            peer_forwards: registered(r, "peer_forwards", forwards, Family::default()),
+            cache_bytes: registered(
+                r,
+                "cache_bytes",
+                "Bytes held by the cache",
+                Gauge::default(),
+            ),
+            cache_entries: registered(r, "cache_entries", "Entries held", Gauge::default()),
+            evictions: registered(r, "cache_evictions", evictions, Family::default()),
+            registry: std::mem::take(r),
+        }
     }
 }
 

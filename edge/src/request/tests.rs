@@ -118,6 +118,16 @@ fn edge(c: EdgeConfig, origin: Arc<MockOrigin>) -> Arc<EdgeState> {
     Arc::new(EdgeState::new(c, origin).unwrap())
 }
 
+/// A mock origin holding `objects` (path, Cache-Control, body) and an edge in front of it.
+fn setup(objects: &[(&str, &str, &'static [u8])]) -> (Arc<MockOrigin>, Arc<EdgeState>) {
+    let origin = Arc::new(MockOrigin::default());
+    for (path, cc, body) in objects {
+        origin.put(path, cc, body);
+    }
+    let st = edge(config(), origin.clone());
+    (origin, st)
+}
+
 fn get(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
     let mut b = Request::get(path).header("host", "site.test");
     for (n, v) in headers {
@@ -177,9 +187,7 @@ async fn concurrent_misses_make_one_fetch_and_the_joiners_are_marked_collapsed()
 
 #[tokio::test]
 async fn the_origin_is_asked_for_the_query_the_key_holds() {
-    let origin = Arc::new(MockOrigin::default());
-    origin.put("/search", "public, max-age=60", b"results");
-    let st = edge(config(), origin.clone());
+    let (origin, st) = setup(&[("/search", "public, max-age=60", b"results")]);
     let r = handle(st.clone(), get("/search?q=fish&utm_source=ad&a=1", &[])).await;
     assert_eq!(r.status(), 200);
     // Sorted, tracking parameter dropped: exactly what the cache key holds.
@@ -194,10 +202,10 @@ async fn the_origin_is_asked_for_the_query_the_key_holds() {
 
 #[tokio::test]
 async fn a_response_to_an_authorised_request_is_not_stored_unless_it_allows_sharing() {
-    let origin = Arc::new(MockOrigin::default());
-    origin.put("/account", "max-age=60", b"mine");
-    origin.put("/shared", "public, max-age=60", b"ours");
-    let st = edge(config(), origin.clone());
+    let (origin, st) = setup(&[
+        ("/account", "max-age=60", b"mine"),
+        ("/shared", "public, max-age=60", b"ours"),
+    ]);
     let auth = [("authorization", "Bearer t")];
     for _ in 0..2 {
         let r = handle(st.clone(), get("/account", &auth)).await;
@@ -219,9 +227,7 @@ async fn a_response_to_an_authorised_request_is_not_stored_unless_it_allows_shar
 
 #[tokio::test]
 async fn every_response_names_the_node_and_the_cache_result() {
-    let origin = Arc::new(MockOrigin::default());
-    origin.put("/obj", "public, max-age=60", b"0123456789");
-    let st = edge(config(), origin.clone());
+    let (origin, st) = setup(&[("/obj", "public, max-age=60", b"0123456789")]);
     let long = format!("/{}", "a".repeat(9000));
     let many: Vec<(String, String)> = (0..101).map(|i| (format!("x-{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
@@ -258,10 +264,10 @@ async fn every_response_names_the_node_and_the_cache_result() {
 
 #[tokio::test]
 async fn with_the_origin_down_stale_content_is_served_where_allowed() {
-    let origin = Arc::new(MockOrigin::default());
-    origin.put("/sie", "public, max-age=0, stale-if-error=60", b"old");
-    origin.put("/strict", "public, max-age=0", b"old");
-    let st = edge(config(), origin.clone());
+    let (origin, st) = setup(&[
+        ("/sie", "public, max-age=0, stale-if-error=60", b"old"),
+        ("/strict", "public, max-age=0", b"old"),
+    ]);
     for p in ["/sie", "/strict"] {
         assert_eq!(handle(st.clone(), get(p, &[])).await.status(), 200);
     }
