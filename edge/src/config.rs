@@ -106,8 +106,10 @@ pub struct TimeoutSection {
     pub origin_fetch: HumanDuration,
     /// Establishing the QUIC connection (`3s`).
     pub origin_connect: HumanDuration,
-    /// A silent origin connection is declared dead after this (`3s`; QUIC keep-alives go
-    /// out every third of it): the bound on noticing a crashed origin or a partition.
+    /// A silent origin connection is declared dead after this (`2s`), with QUIC
+    /// keep-alives every third of it. The first unanswered keep-alive restarts the idle
+    /// timer (RFC 9000 §10.1), so a crashed or cut-off origin is noticed within
+    /// `origin_idle × 4/3` (2.7 s by default).
     pub origin_idle: HumanDuration,
     /// Connecting to a peer when forwarding to the owner (`2s`). The wait for the owner's
     /// response head also allows for the owner's own origin fetch and retries.
@@ -125,7 +127,7 @@ impl Default for TimeoutSection {
         Self {
             origin_fetch: HumanDuration::secs(5),
             origin_connect: HumanDuration::secs(3),
-            origin_idle: HumanDuration::secs(3),
+            origin_idle: HumanDuration::secs(2),
             peer: HumanDuration::secs(2),
             peer_down_for: HumanDuration::secs(2),
             breaker_open_for: HumanDuration::secs(2),
@@ -303,6 +305,12 @@ impl EdgeConfig {
                 "origin.cert_file or origin.fingerprint is required: the edge pins the origin certificate".into(),
             );
         }
+        if self.timeouts.origin_idle.get() < Duration::from_millis(300) {
+            return bad(format!(
+                "timeouts.origin_idle must be at least 300ms (keep-alives go out every third of it), got {}",
+                self.timeouts.origin_idle
+            ));
+        }
         if self.listen_backlog == 0 {
             return bad("listen_backlog must be at least 1".into());
         }
@@ -396,6 +404,10 @@ mod tests {
         assert!(e.to_string().contains("lots"), "{e}");
         let e = EdgeConfig::from_toml("[timeouts]\npeer = \"5 fortnights\"").unwrap_err();
         assert!(e.to_string().contains("fortnights"), "{e}");
+        let mut idle = c;
+        idle.timeouts.origin_idle = HumanDuration::default();
+        let e = idle.validate().unwrap_err();
+        assert!(e.to_string().contains("origin_idle"), "{e}");
         let e = EdgeConfig::default().validate().unwrap_err();
         assert!(e.to_string().contains("pins"), "{e}");
     }

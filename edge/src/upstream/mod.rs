@@ -8,8 +8,8 @@
 //!
 //! **Link state.** One background task ([`OriginClient::maintain`]) owns connecting: it
 //! dials, publishes the connection, waits for it to close (QUIC keep-alives every third of
-//! the idle timeout, so a crashed or cut-off origin is noticed within `origin_idle`), and
-//! dials again. No request and no probe ever waits on a handshake another holds a lock for:
+//! the idle timeout, so a crashed or cut-off origin is noticed within `origin_idle × 4/3`),
+//! and dials again. No request and no probe ever waits on a handshake another holds a lock for:
 //! readiness reads the published state, a fetch uses the published connection, and while
 //! the link is known to be down a fetch fails at once ([`EdgeError::OriginDown`]). Only
 //! before the first attempt has finished does a fetch wait, bounded by the connect timeout.

@@ -44,7 +44,6 @@ async fn a_dead_origin_is_noticed_fast_and_misses_fail_fast() {
     s.edge.retries = 1;
     s.edge.breaker_failures = 2;
     s.edge.timeouts.origin_fetch = HumanDuration::millis(300);
-    s.edge.timeouts.origin_idle = HumanDuration::secs(3);
     let c = Cluster::start(s).await.expect("cluster");
     c.wait_ready(Duration::from_secs(10)).await.expect("ready");
     for p in ["/a.txt", "/b.txt", "/c.txt"] {
@@ -335,5 +334,36 @@ async fn metrics_are_valid_in_the_format_they_announce() {
                 .ends_with("# EOF")
         );
     }
+    c.shutdown().await;
+}
+
+/// The origin is asked for the path and query the cache key holds; its rules match the
+/// path, whatever the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_reach_the_origin_and_its_rules_match_the_path() {
+    let c = Cluster::start(spec(1, 1, false)).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    c.store()
+        .put("/v/seg_1.ts", bytes::Bytes::from_static(b"seg"), None)
+        .expect("put");
+    let edge = c.regions[0].addrs[0];
+    let r = raw_http(
+        edge,
+        &request("GET", "/v/seg_1.ts?session=9&utm_source=x", &[]),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"seg"[..]));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable"),
+        "the .ts rule applies with a query"
+    );
+    // A tracking parameter is not part of the key: the same object, from cache.
+    let again = raw_http(
+        edge,
+        &request("GET", "/v/seg_1.ts?utm_medium=y&session=9", &[]),
+    )
+    .await;
+    assert_eq!(again.header("cache-status"), Some("shoal; hit"));
     c.shutdown().await;
 }
