@@ -54,16 +54,18 @@ pub(crate) fn request(
             "GET and HEAD requests must not carry a body".into(),
         ));
     }
+    // Duplicate Host headers are refused whatever the target (two layers could pick
+    // different ones); an absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next(), uri.authority()) {
-        (Some(h), None, _) => h
-            .to_str()
-            .map_err(|_| EdgeError::BadRequest("Host header is not visible ASCII".into()))?
-            .to_string(),
-        (None, _, Some(a)) => a.as_str().to_string(),
         (Some(_), Some(_), _) => {
             return Err(EdgeError::BadRequest("more than one Host header".into()));
         }
+        (_, _, Some(a)) => a.as_str().to_string(),
+        (Some(h), None, None) => h
+            .to_str()
+            .map_err(|_| EdgeError::BadRequest("Host header is not visible ASCII".into()))?
+            .to_string(),
         (None, _, None) => return Err(EdgeError::BadRequest("missing Host header".into())),
     };
     shoal_cache_core::normalise_path(uri.path())
@@ -140,5 +142,8 @@ mod tests {
         );
         let t = check("GET", "http://b.test/p", &[]).unwrap();
         assert_eq!((t.host.as_str(), t.authorized), ("b.test", false));
+        // Absolute form: the target's authority, not Host, names the object.
+        let t = check("GET", "http://b.test/p", &[("host", "evil.test")]).unwrap();
+        assert_eq!(t.host, "b.test");
     }
 }

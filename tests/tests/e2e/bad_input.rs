@@ -138,6 +138,70 @@ async fn origin_admin_requires_the_token_and_rejects_traversal() {
     c.shutdown().await;
 }
 
+/// Writes are authenticated before the body is read: a stranger declaring a huge body (or
+/// asking for `100 Continue`) is refused at once, with nothing read or stored; an
+/// over-limit declared length is refused up front; paths are decoded exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_admin_authenticates_before_reading_and_decodes_once() {
+    let mut s = spec(1, 1, false);
+    s.origin.admin_token = Some("s3cret".into());
+    s.origin.max_object_bytes = 1 << 20;
+    let c = Cluster::start(s).await.expect("cluster");
+    let admin = c.origin.as_ref().expect("origin").admin_addr;
+    // Heads only: a server that waited for these bodies would never answer.
+    let head = |path: &str, extra: &str| {
+        format!("PUT /objects{path} HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n{extra}\r\n")
+            .into_bytes()
+    };
+    let huge = "Content-Length: 314572800\r\n";
+    let r = raw_http(admin, &head("/big.bin", huge)).await;
+    assert_eq!(r.status, 401, "no token: refused before the 300 MiB body");
+    let expect = format!("{huge}Expect: 100-continue\r\n");
+    let r = raw_http(admin, &head("/big.bin", &expect)).await;
+    assert_eq!(r.status, 401, "no 100 Continue for a stranger");
+    let authed = format!("{huge}Authorization: Bearer s3cret\r\n");
+    let r = raw_http(admin, &head("/big.bin", &authed)).await;
+    assert_eq!(
+        r.status, 413,
+        "declared length over the limit: refused up front"
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains("exceeds"));
+    let two =
+        "Content-Length: 0\r\nAuthorization: Bearer s3cret\r\nAuthorization: Bearer s3cret\r\n";
+    assert_eq!(
+        raw_http(admin, &head("/d.txt", two)).await.status,
+        401,
+        "duplicates"
+    );
+    assert_eq!(c.store().len(), 0, "nothing written");
+
+    let put = |path: &str| {
+        format!(
+            "PUT /objects{path} HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\
+             Authorization: bearer s3cret\r\nContent-Length: 1\r\n\r\nx"
+        )
+        .into_bytes()
+    };
+    assert_eq!(
+        raw_http(admin, &put("/dd%2541.txt")).await.status,
+        201,
+        "scheme case-insensitive"
+    );
+    assert!(
+        c.store().get("/dd%2541.txt").await.is_ok(),
+        "stored as /dd%41.txt"
+    );
+    assert!(
+        c.store().get("/ddA.txt").await.is_err(),
+        "not decoded twice"
+    );
+    for bad in ["/a%2fb.txt", "/%2F%2F", "/a%5cb.txt"] {
+        assert_eq!(raw_http(admin, &put(bad)).await.status, 400, "{bad}");
+    }
+    assert_eq!(c.store().len(), 1);
+    c.shutdown().await;
+}
+
 /// The origin's content directory: files are served, nothing outside it is, symlinks out
 /// included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
