@@ -20,6 +20,8 @@
 //! - [`exposition`]: metrics exposition formats (OpenMetrics or Prometheus text, by
 //!   `Accept`).
 //! - [`error`]: the crate's error enums.
+//! - `server` (feature `server`): the HTTP accept loop of every Shoal listener (timeouts,
+//!   connection caps, drain).
 //! - `io` (feature `io`): framed reading and writing over async streams, and
 //!   `BodyStream`, the one reader of body chunks (offsets checked in one place).
 
@@ -33,6 +35,8 @@ pub mod object;
 pub mod region;
 pub mod ring;
 mod s3fifo;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod size;
 pub mod status;
 pub mod store;

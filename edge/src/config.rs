@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use shoal_cache_core::server::Limits;
 use shoal_cache_core::size::{ByteSize, HumanDuration};
 use shoal_cache_core::{FreshnessPolicy, KeyPolicy, Policy, RegionMap, StoreConfig};
 
@@ -165,6 +166,8 @@ pub struct EdgeConfig {
     pub retries: u32,
     /// Consecutive failed origin attempts that open the circuit breaker. Default 5.
     pub breaker_failures: u32,
+    /// Connection limits of both listeners: header-read (and idle) timeout, caps.
+    pub limits: Limits,
 }
 
 impl Default for EdgeConfig {
@@ -182,6 +185,7 @@ impl Default for EdgeConfig {
             timeouts: TimeoutSection::default(),
             retries: 2,
             breaker_failures: 5,
+            limits: Limits::default(),
         }
     }
 }
@@ -311,6 +315,9 @@ impl EdgeConfig {
                 self.timeouts.origin_idle
             ));
         }
+        self.limits
+            .validate()
+            .map_err(|e| EdgeError::Config(e.to_string()))?;
         if self.listen_backlog == 0 {
             return bad("listen_backlog must be at least 1".into());
         }

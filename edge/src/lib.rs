@@ -43,6 +43,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use shoal_cache_core::server::serve;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -120,13 +121,14 @@ impl Edge {
         let app = Router::new()
             .fallback(|State(st): State<Arc<EdgeState>>, req: Request| request::handle(st, req))
             .with_state(state.clone());
-        tasks.spawn(serve(http, app, cancel.clone(), "client"));
+        let limits = state.config.limits;
+        tasks.spawn(serve(http, app, limits, cancel.clone()));
         let admin_app = Router::new()
             .route("/metrics", get(metrics_page))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .with_state(state.clone());
-        tasks.spawn(serve(admin, admin_app, cancel.clone(), "admin"));
+        tasks.spawn(serve(admin, admin_app, limits, cancel.clone()));
         info!(node = %state.config.node_id, region = %state.config.region, %http_addr, %admin_addr, "edge listening");
         Ok(Self {
             http_addr,
@@ -180,16 +182,6 @@ impl Edge {
         }
         self.link.close();
         info!(node = %self.state.config.node_id, "edge stopped");
-    }
-}
-
-/// Serves `app` on `listener` until `cancel`, then lets in-flight requests finish.
-async fn serve(listener: TcpListener, app: Router, cancel: CancellationToken, what: &'static str) {
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-    {
-        warn!("{what} listener: {e}");
     }
 }
 

@@ -43,6 +43,8 @@ pub struct OriginConfig {
     pub key_out: Option<PathBuf>,
     /// Listen backlog of the admin listener. Default 4096.
     pub listen_backlog: u32,
+    /// Connection limits of the admin listener: header-read (and idle) timeout, caps.
+    pub limits: shoal_cache_core::server::Limits,
     /// Names in a generated certificate. Default `localhost`, `127.0.0.1`.
     pub server_names: Vec<String>,
     /// Cache-Control by path suffix, first match wins.
@@ -67,6 +69,7 @@ impl Default for OriginConfig {
             cert_out: None,
             key_out: None,
             listen_backlog: 4096,
+            limits: shoal_cache_core::server::Limits::default(),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             cache_rules: [
                 (".ts", immutable),
@@ -156,6 +159,9 @@ impl OriginConfig {
                 "cert and key must be given together".into(),
             ));
         }
+        self.limits
+            .validate()
+            .map_err(|e| OriginError::Config(e.to_string()))?;
         if self.admin_token.as_deref() == Some("") {
             return Err(OriginError::Config("admin_token must not be empty".into()));
         }

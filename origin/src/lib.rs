@@ -101,13 +101,14 @@ impl Origin {
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(server::serve(endpoint, state.clone(), cancel.clone()));
-        let c = cancel.clone();
+        let limits = state.config.limits;
         let app = admin::router(state);
-        tasks.spawn(async move {
-            let _ = axum::serve(admin, app)
-                .with_graceful_shutdown(async move { c.cancelled().await })
-                .await;
-        });
+        tasks.spawn(shoal_cache_core::server::serve(
+            admin,
+            app,
+            limits,
+            cancel.clone(),
+        ));
         let fingerprint = tls::fingerprint(&identity.cert);
         info!(%quic_addr, %admin_addr, %fingerprint, "origin listening");
         Ok(Self {

@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::State;
 use crate::error::OriginError;
 use crate::metrics::FetchResult;
+use crate::store::Body;
 
 /// Largest fetch request frame accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -118,7 +119,11 @@ async fn fetch_stream(
             .await;
         }
     };
-    respond(&mut send, &codec, &fetch, state).await?;
+    if let Err(e) = respond(&mut send, &codec, &fetch, state).await {
+        // Reset rather than finish: the edge must see a broken body, never a short one.
+        let _ = send.reset(1u32.into());
+        return Err(e);
+    }
     send.finish()
         .map_err(|e| OriginError::Transport(e.to_string()))?;
     state.metrics.latency(started.elapsed().as_secs_f64());
@@ -200,18 +205,18 @@ async fn respond(
                 request_id: f.request_id,
                 status: 200,
                 headers,
-                length: BodyLength::Known(obj.body.len() as u64),
+                length: BodyLength::Known(obj.body.len()),
                 version: obj.version,
             };
             (FetchResult::Ok, head, obj.body.clone())
         }
         Err(OriginError::NotFound(p)) => {
             let (h, b) = simple(f.request_id, 404, format!("no object at {p}\n"));
-            (FetchResult::NotFound, h, b)
+            (FetchResult::NotFound, h, Body::Memory(b))
         }
         Err(e @ OriginError::BadPath { .. }) => {
             let (h, b) = simple(f.request_id, 400, format!("{e}\n"));
-            (FetchResult::BadRequest, h, b)
+            (FetchResult::BadRequest, h, Body::Memory(b))
         }
         Err(e) => {
             warn!("fetch {}: {e}", f.key);
@@ -220,25 +225,81 @@ async fn respond(
                 500,
                 "origin failed to read the object\n".into(),
             );
-            (FetchResult::Error, h, b)
+            (FetchResult::Error, h, Body::Memory(b))
         }
     };
-    state.metrics.fetch(result, body.len() as u64);
+    state.metrics.fetch(result, body.len());
     write_frame(send, codec, &Message::ResponseHead(head)).await?;
-    let mut offset = 0usize;
+    let mut chunks = Chunks::open(&body).await?;
+    let mut offset = 0u64;
     loop {
-        let end = (offset + MAX_CHUNK).min(body.len());
+        let data = chunks.next(offset).await?;
+        let end = offset + data.len() as u64;
+        let last = end >= body.len();
         let chunk = Message::BodyChunk(BodyChunk {
             request_id: f.request_id,
-            offset: offset as u64,
-            data: body.slice(offset..end),
-            last: end == body.len(),
+            offset,
+            data,
+            last,
         });
+        // Waits for QUIC flow control: a stalled reader stops the reads here.
         write_frame(send, codec, &chunk).await?;
         offset = end;
-        if offset >= body.len() {
-            break;
+        if last {
+            return Ok(());
         }
     }
-    Ok(())
+}
+
+/// A body, one chunk of at most [`MAX_CHUNK`] bytes at a time.
+enum Chunks<'a> {
+    Memory(&'a Bytes),
+    File {
+        file: tokio::fs::File,
+        len: u64,
+        path: &'a std::path::Path,
+    },
+}
+
+impl<'a> Chunks<'a> {
+    async fn open(body: &'a Body) -> Result<Self, OriginError> {
+        Ok(match body {
+            Body::Memory(b) => Self::Memory(b),
+            Body::File { path, len } => Self::File {
+                file: tokio::fs::File::open(path)
+                    .await
+                    .map_err(|source| file_error(path, source))?,
+                len: *len,
+                path,
+            },
+        })
+    }
+
+    /// The chunk at `offset` (empty only for an empty body).
+    async fn next(&mut self, offset: u64) -> Result<Bytes, OriginError> {
+        match self {
+            Self::Memory(b) => {
+                let start = usize::try_from(offset).unwrap_or(b.len()).min(b.len());
+                Ok(b.slice(start..(start + MAX_CHUNK).min(b.len())))
+            }
+            Self::File { file, len, path } => {
+                use tokio::io::AsyncReadExt;
+                let want = (*len - offset.min(*len)).min(MAX_CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                file.read_exact(&mut buf)
+                    .await
+                    .map_err(|source| file_error(path, source))?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+}
+
+/// A file that shrank or vanished mid-fetch: the stream breaks, so the edge never stores a
+/// partial body as complete.
+fn file_error(path: &std::path::Path, source: std::io::Error) -> OriginError {
+    OriginError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

@@ -14,11 +14,41 @@ use bytes::Bytes;
 
 use crate::error::OriginError;
 
+/// Where an object's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// In memory (written through the admin API): shared, never copied per fetch.
+    Memory(Bytes),
+    /// A file in the content directory, read chunk by chunk as the fetch sends it, so a
+    /// slow reader holds one chunk, not the file.
+    File {
+        /// The resolved path (checked to be under the content directory).
+        path: PathBuf,
+        /// Its length when it was looked up.
+        len: u64,
+    },
+}
+
+impl Body {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Memory(b) => b.len() as u64,
+            Self::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One authoritative object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
     /// The body.
-    pub body: Bytes,
+    pub body: Body,
     /// Monotonic version.
     pub version: u64,
     /// Strong ETag (quoted).
@@ -32,7 +62,7 @@ impl Object {
         let h = xxhash_rust::xxh3::xxh3_64(&body);
         Self {
             etag: format!("\"{version:x}-{h:016x}\""),
-            body,
+            body: Body::Memory(body),
             version,
             content_type,
         }
@@ -173,23 +203,22 @@ impl ObjectStore {
         if !meta.is_file() {
             return Err(OriginError::NotFound(path.to_string()));
         }
-        let body = tokio::fs::read(&real)
-            .await
-            .map_err(|source| OriginError::Io {
-                path: path.to_string(),
-                source,
-            })?;
-        // A file's version is its modification time: stable across restarts.
-        let version = meta
+        // A file's version is its modification time, stable across restarts; its ETag is
+        // modification time and length (as nginx makes it), so no fetch reads it whole.
+        let mtime = meta
             .modified()
             .ok()
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        Ok(Arc::new(Object::new(
-            Bytes::from(body),
-            version,
-            content_type_for(path).to_string(),
-        )))
+            .unwrap_or_default();
+        Ok(Arc::new(Object {
+            etag: format!("\"f{:x}-{:x}\"", mtime.as_nanos(), meta.len()),
+            body: Body::File {
+                path: real,
+                len: meta.len(),
+            },
+            version: mtime.as_secs(),
+            content_type: content_type_for(path).to_string(),
+        }))
     }
 }
 
@@ -204,7 +233,10 @@ mod tests {
         let b = s.put("/x", Bytes::from_static(b"1"), None).unwrap();
         assert!(b.version > a.version);
         assert_ne!(a.etag, b.etag);
-        assert_eq!(s.get("/x").await.unwrap().body, Bytes::from_static(b"1"));
+        assert_eq!(
+            s.get("/x").await.unwrap().body,
+            Body::Memory(Bytes::from_static(b"1"))
+        );
         assert!(s.delete("/x").unwrap());
         assert!(matches!(s.get("/x").await, Err(OriginError::NotFound(_))));
     }

@@ -179,8 +179,12 @@ impl OriginClient {
             .map_err(|e| EdgeError::Transport(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         let mut t = quinn::TransportConfig::default();
-        t.stream_receive_window((8u32 << 20).into())
-            .receive_window((64u32 << 20).into())
+        // A client that stops reading a streamed body stalls its QUIC stream, and what the
+        // stream holds counts against the whole connection's window: with 8 MiB streams in
+        // a 64 MiB connection, 8 stalled clients blocked every fetch of the edge. 2 MiB per
+        // stream (several round trips of a fast link) in 256 MiB takes 128 stalled streams.
+        t.stream_receive_window((2u32 << 20).into())
+            .receive_window((256u32 << 20).into())
             .keep_alive_interval(Some(settings.idle_timeout / 3));
         let idle = quinn::IdleTimeout::try_from(settings.idle_timeout)
             .map_err(|e| EdgeError::Config(format!("origin_idle: {e}")))?;

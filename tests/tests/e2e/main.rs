@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod hitrate;
+mod limits;
 mod operations;
 mod request_path;
