@@ -23,12 +23,15 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::size::HumanDuration;
+
+/// The peer address of the connection a request came on, as a request extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// Per-listener limits (the `[limits]` section of the edge and origin configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -39,7 +42,9 @@ pub struct Limits {
     pub header_read_timeout: HumanDuration,
     /// Connections open at once. Default 10,000.
     pub max_connections: usize,
-    /// Connections open at once from one client IP address. Default 256.
+    /// Connections open at once from one client IP address. Default: the same as
+    /// `max_connections` (no separate cap): behind a load balancer every connection shares
+    /// its address. Set it where clients connect directly.
     pub max_connections_per_client: usize,
 }
 
@@ -70,7 +75,7 @@ impl Default for Limits {
         Self {
             header_read_timeout: HumanDuration::secs(10),
             max_connections: 10_000,
-            max_connections_per_client: 256,
+            max_connections_per_client: 10_000,
         }
     }
 }
@@ -180,10 +185,14 @@ pub async fn serve(
             if !first_bytes(&stream, header_timeout).await {
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app),
+            // The router, with the peer address as a request extension.
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    tower_service::Service::call(&mut app.clone(), req)
+                },
             );
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 debug!(%peer, "connection: {e}");
             }

@@ -137,6 +137,43 @@ impl Default for TimeoutSection {
     }
 }
 
+/// Overload protection: what the edge sheds, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverloadSection {
+    /// Requests per second one client may make (GCRA); 0 turns the limit off (the
+    /// default: behind a load balancer every request shares its address, so enable it
+    /// where clients connect directly or `client_ip_header` names them).
+    pub client_rate: u32,
+    /// Requests a client may burst above its rate. Default: the rate.
+    pub client_burst: u32,
+    /// Header a trusted load balancer sets to the client's address (`x-real-ip`); the
+    /// connection's peer address is used when unset or unparseable. Never trust a header
+    /// clients can set themselves.
+    pub client_ip_header: Option<String>,
+    /// Client requests in progress at once; beyond it a request gets a 503 at once, with
+    /// `Retry-After`. Default 4096.
+    pub max_inflight: usize,
+    /// Origin fetches in progress at once (distinct keys: fills are coalesced). Default 256.
+    pub max_fills: usize,
+    /// How long a fill waits for one of those slots before its requests get a 503 (or the
+    /// stale copy, where stale-if-error allows). Hits never wait. Default `2s`.
+    pub fill_queue_timeout: HumanDuration,
+}
+
+impl Default for OverloadSection {
+    fn default() -> Self {
+        Self {
+            client_rate: 0,
+            client_burst: 0,
+            client_ip_header: None,
+            max_inflight: 4096,
+            max_fills: 256,
+            fill_queue_timeout: HumanDuration::secs(2),
+        }
+    }
+}
+
 /// The edge configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -168,6 +205,8 @@ pub struct EdgeConfig {
     pub breaker_failures: u32,
     /// Connection limits of both listeners: header-read (and idle) timeout, caps.
     pub limits: Limits,
+    /// Overload protection: per-client rate, requests in flight, the origin fill queue.
+    pub overload: OverloadSection,
 }
 
 impl Default for EdgeConfig {
@@ -186,6 +225,7 @@ impl Default for EdgeConfig {
             retries: 2,
             breaker_failures: 5,
             limits: Limits::default(),
+            overload: OverloadSection::default(),
         }
     }
 }
@@ -318,6 +358,9 @@ impl EdgeConfig {
         self.limits
             .validate()
             .map_err(|e| EdgeError::Config(e.to_string()))?;
+        if self.overload.max_inflight == 0 || self.overload.max_fills == 0 {
+            return bad("overload.max_inflight and overload.max_fills must be at least 1".into());
+        }
         if self.listen_backlog == 0 {
             return bad("listen_backlog must be at least 1".into());
         }

@@ -46,6 +46,13 @@ pub enum EdgeError {
     /// The origin answered something that breaks the protocol.
     #[error("origin protocol error: {0}")]
     OriginProtocol(String),
+    /// This client sent more than its rate allows.
+    #[error("rate limit exceeded; retry in {0:?}")]
+    RateLimited(Duration),
+    /// The edge is at a configured limit (requests in flight, origin fills queued) and
+    /// sheds this request at once rather than let latency grow for everyone.
+    #[error("overloaded: {0}; retry shortly")]
+    Overloaded(&'static str),
     /// Forwarding to the owner edge failed (the caller tries the next node).
     #[error("peer {peer}: {reason}")]
     Peer {
@@ -86,6 +93,20 @@ impl EdgeError {
         )
     }
 
+    /// Whether a stale copy inside its stale-if-error window may answer instead.
+    pub fn may_serve_stale(&self) -> bool {
+        self.is_origin_failure() || matches!(self, Self::Overloaded(_))
+    }
+
+    /// How long a client should wait before retrying, where that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited(d) => Some(*d),
+            Self::Overloaded(_) | Self::CircuitOpen(_) => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
     /// The status a client gets for this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -93,6 +114,8 @@ impl EdgeError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::OriginUnavailable(_)
             | Self::OriginDown(_)
@@ -112,6 +135,8 @@ impl EdgeError {
             Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::UriTooLong(_) => "uri-too-long",
             Self::HeadersTooLarge { .. } => "headers-too-large",
+            Self::RateLimited(_) => "rate-limited",
+            Self::Overloaded(_) => "overloaded",
             Self::OriginTimeout(_) => "origin-timeout",
             Self::OriginUnavailable(_) => "origin-unreachable",
             Self::OriginDown(_) => "origin-down",
@@ -152,6 +177,12 @@ impl IntoResponse for EdgeError {
             .into_response();
         if let Ok(v) = HeaderValue::from_str(&self.cache_status()) {
             r.headers_mut().insert("cache-status", v);
+        }
+        if let Some(d) = self.retry_after() {
+            // Whole seconds, rounded up: never 0 for a wait that is not over.
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if matches!(self, Self::MethodNotAllowed(_)) {
             r.headers_mut()

@@ -7,14 +7,15 @@
 //! # How a request flows
 //!
 //! ```text
-//! validate ─▶ key ─▶ route ─┬─ a peer owns it ─▶ forward (next candidate on failure; none left: serve here)
-//!    │                      └─ ours ─▶ lookup ─┬─ fresh ──────────────▶ respond (hit)
-//!    │ 4xx                                    ├─ stale, swr ─────────▶ respond (stale) + fill in background
-//!    ▼                                        ├─ stale ─▶ fill (conditional) ─▶ respond (revalidated / expired),
-//! EdgeError ─▶ response                       │                                 or stale-if-error, or 502/504
-//!                                             └─ miss ─▶ fill ─┬─ ran it ─────▶ respond (miss, stored or not)
-//!                                                              ├─ joined it ──▶ respond (collapsed)
-//!                                                              └─ too large ──▶ stream from the origin
+//! admit ─▶ validate ─▶ key ─▶ route ─┬─ a peer owns it ─▶ forward (next candidate on failure; none left: serve here)
+//!   │          │                     └─ ours ─▶ lookup ─┬─ fresh ─────────▶ respond (hit)
+//!   │ 429/503  │ 4xx                                    ├─ stale, swr ────▶ respond (stale) + fill in background
+//!   ▼          ▼                                        ├─ stale ─▶ fill (conditional) ─▶ respond (revalidated / expired),
+//! EdgeError ─▶ response                                 │                  or stale-if-error, or 502/503/504
+//!                                                       └─ miss ─▶ fill ─┬─ ran it ─────▶ respond (miss, stored or not)
+//!                                                                        ├─ joined it ──▶ respond (collapsed)
+//!                                                                        └─ too large ──▶ stream from the origin
+//! fill: one origin fetch per key, waiting at most fill_queue_timeout for one of max_fills slots
 //! every response ─▶ finish: X-Shoal-Node, Cache-Status, metrics, span
 //! ```
 //!
@@ -118,6 +119,16 @@ impl Edge {
             link.clone()
                 .maintain(cancel.clone(), Duration::from_millis(500)),
         );
+        // Rate-limiter entries of clients that went quiet are dropped now and then.
+        let (st, c) = (state.clone(), cancel.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = c.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(10)) => st.admission.forget_idle_clients(),
+                }
+            }
+        });
         let app = Router::new()
             .fallback(|State(st): State<Arc<EdgeState>>, req: Request| request::handle(st, req))
             .with_state(state.clone());

@@ -12,6 +12,7 @@ use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
+use crate::request::admit::Admission;
 use crate::upstream::Origin;
 
 /// Shared by every request of one edge.
@@ -25,6 +26,8 @@ pub(crate) struct EdgeState {
     pub(crate) region: RegionMap,
     pub(crate) peers: Peers,
     pub(crate) origin: Arc<dyn Origin>,
+    /// Overload limits: per-client rate, requests in flight, the origin fill queue.
+    pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
     /// Set at shutdown: readiness turns false before listeners close.
     pub(crate) draining: AtomicBool,
@@ -57,6 +60,10 @@ impl EdgeState {
             store,
             peers,
             origin,
+            admission: Admission::new(
+                &config.overload,
+                config.peers.values().map(|a| a.ip()).collect(),
+            ),
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
             node_header,

@@ -133,8 +133,16 @@ pub(crate) async fn fill(
     }
 }
 
-/// One origin fetch, counted and timed: the only way the request path reaches the origin.
+/// One origin fetch, queued for a fill slot, counted and timed: the only way the request
+/// path reaches the origin. A spike of distinct misses waits here (bounded by
+/// `fill_queue_timeout`) instead of opening unbounded origin streams.
 async fn origin_fetch(st: &EdgeState, req: Fetch) -> Result<OriginReply, EdgeError> {
+    let a = &st.admission;
+    let Ok(Ok(_slot)) = tokio::time::timeout(a.fill_wait, a.fills.acquire()).await else {
+        st.metrics
+            .origin_fetch("queue_full", a.fill_wait.as_secs_f64());
+        return Err(EdgeError::Overloaded("origin fill queue full"));
+    };
     let started = Instant::now();
     let r = st.origin.fetch(req).await;
     let result = match &r {

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, field};
 use crate::error::EdgeError;
 use crate::state::EdgeState;
 
+pub(crate) mod admit;
 pub(crate) mod fill;
 pub(crate) mod lookup;
 pub(crate) mod respond;
@@ -86,8 +87,12 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
         cache = field::Empty,
         status = field::Empty
     );
+    let peer = parts
+        .extensions
+        .get::<shoal_cache_core::server::ClientAddr>()
+        .map(|a| a.0.ip());
     st.metrics.inflight(1);
-    let resp = match run(&st, &mut ctx, &parts.uri)
+    let resp = match run(&st, &mut ctx, &parts.uri, peer)
         .instrument(span.clone())
         .await
     {
@@ -106,8 +111,16 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
     finish(&st, &ctx, resp, &span)
 }
 
-/// validate → key → route → lookup → fill → respond.
-async fn run(st: &Arc<EdgeState>, ctx: &mut Ctx, uri: &Uri) -> Result<Response<Body>, EdgeError> {
+/// admit → validate → key → route → lookup → fill → respond.
+async fn run(
+    st: &Arc<EdgeState>,
+    ctx: &mut Ctx,
+    uri: &Uri,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response<Body>, EdgeError> {
+    let _admitted = st
+        .admission
+        .admit(st.admission.client(&ctx.headers, peer))?;
     let target = validate::request(&ctx.method, uri, &ctx.headers)?;
     let key = st
         .region
@@ -133,7 +146,7 @@ async fn run(st: &Arc<EdgeState>, ctx: &mut Ctx, uri: &Uri) -> Result<Response<B
             stale,
             serve_if_error,
         } => match fill::fill(st, &key, target.authorized, Some(stale.clone())).await {
-            Err(e) if serve_if_error && e.is_origin_failure() => {
+            Err(e) if serve_if_error && e.may_serve_stale() => {
                 tracing::warn!("origin failed, serving stale {key}: {e}");
                 fill::Served::Object(stale, CacheStatus::StaleHit)
             }

@@ -330,3 +330,41 @@ async fn forwarded_requests_are_served_where_they_land_and_dead_owners_are_skipp
             .is_down(std::time::Instant::now())
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_fill_queue_sheds_misses_fast_and_never_delays_hits() {
+    let origin = Arc::new(MockOrigin {
+        delay: Duration::from_secs(1),
+        ..MockOrigin::default()
+    });
+    for p in ["/a", "/b", "/hot"] {
+        origin.put(p, "public, max-age=600", b"x");
+    }
+    let mut c = config();
+    c.overload.max_fills = 1;
+    c.overload.fill_queue_timeout = shoal_cache_core::size::HumanDuration::millis(100);
+    let st = edge(c, origin.clone());
+    assert_eq!(handle(st.clone(), get("/hot", &[])).await.status(), 200);
+    let slow = tokio::spawn(handle(st.clone(), get("/a", &[])));
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let shed = handle(st.clone(), get("/b", &[])).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(h(&shed, "retry-after"), "1");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "shed after the queue wait"
+    );
+    assert!(String::from_utf8_lossy(&body(shed).await).contains("fill queue"));
+    let hit = handle(st.clone(), get("/hot", &[])).await;
+    assert_eq!(h(&hit, "cache-status"), "shoal; hit");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "the hit did not wait"
+    );
+    assert_eq!(
+        slow.await.unwrap().status(),
+        200,
+        "the running fill finishes"
+    );
+}

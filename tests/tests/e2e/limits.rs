@@ -123,3 +123,40 @@ async fn connections_over_a_cap_are_refused_and_slots_come_back() {
     );
     c.shutdown().await;
 }
+
+/// Over its rate, a client (by its connection's address) gets a 429 with `Retry-After`;
+/// another client is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let mut s = spec(1, 1, false);
+    s.edge.overload.client_rate = 3;
+    let c = Cluster::start(s).await.expect("cluster");
+    let edge = c.regions[0].addrs[0];
+    let host = shoal_loadgen::harness::cluster::HOST;
+    let req = format!("GET /nope HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let mut s = connect_from([127, 0, 0, 5], edge).await;
+        s.write_all(req.as_bytes()).await.expect("write");
+        let (_, got) = until_closed(&mut s, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&got).to_string();
+        statuses.push(text.get(9..12).unwrap_or("").to_string());
+        if text.starts_with("HTTP/1.1 429") {
+            retry_after = text
+                .lines()
+                .find_map(|l| l.strip_prefix("retry-after: ").map(str::to_string));
+        }
+    }
+    assert!(
+        statuses.iter().filter(|s| *s == "404").count() >= 3,
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&"429".to_string()), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let mut other = connect_from([127, 0, 0, 6], edge).await;
+    other.write_all(req.as_bytes()).await.expect("write");
+    let (_, got) = until_closed(&mut other, Duration::from_secs(5)).await;
+    assert!(got.starts_with(b"HTTP/1.1 404"), "another client is served");
+    c.shutdown().await;
+}
