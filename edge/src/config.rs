@@ -207,6 +207,8 @@ pub struct EdgeConfig {
     pub limits: Limits,
     /// Overload protection: per-client rate, requests in flight, the origin fill queue.
     pub overload: OverloadSection,
+    /// Signed URLs: path prefixes that require one, and the live keys.
+    pub signed_urls: crate::request::sign::SignedUrls,
 }
 
 impl Default for EdgeConfig {
@@ -226,6 +228,7 @@ impl Default for EdgeConfig {
             breaker_failures: 5,
             limits: Limits::default(),
             overload: OverloadSection::default(),
+            signed_urls: Default::default(),
         }
     }
 }
@@ -361,6 +364,9 @@ impl EdgeConfig {
         if self.overload.max_inflight == 0 || self.overload.max_fills == 0 {
             return bad("overload.max_inflight and overload.max_fills must be at least 1".into());
         }
+        if !self.signed_urls.prefixes.is_empty() && self.signed_urls.keys.is_empty() {
+            return bad("signed_urls.prefixes needs at least one key in signed_urls.keys".into());
+        }
         if self.listen_backlog == 0 {
             return bad("listen_backlog must be at least 1".into());
         }
@@ -408,11 +414,14 @@ impl EdgeConfig {
             .map_err(|e| EdgeError::Config(e.to_string()))
     }
 
-    /// How cache keys are built.
+    /// How cache keys are built: the configured ignored parameters, and the signature's
+    /// where signed URLs are on (every viewer of an object shares one entry).
     pub fn key_policy(&self) -> KeyPolicy {
-        KeyPolicy {
-            ignored_params: self.cache.ignored_query_params.clone(),
+        let mut ignored_params = self.cache.ignored_query_params.clone();
+        if !self.signed_urls.prefixes.is_empty() {
+            ignored_params.extend(crate::request::sign::PARAMS.map(String::from));
         }
+        KeyPolicy { ignored_params }
     }
 
     /// How long a forwarded request may wait for the owner's response head: the owner may

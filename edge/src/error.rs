@@ -46,6 +46,9 @@ pub enum EdgeError {
     /// The origin answered something that breaks the protocol.
     #[error("origin protocol error: {0}")]
     OriginProtocol(String),
+    /// The request lacks what this path requires (a valid signed URL).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// This client sent more than its rate allows.
     #[error("rate limit exceeded; retry in {0:?}")]
     RateLimited(Duration),
@@ -114,6 +117,7 @@ impl EdgeError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -135,6 +139,7 @@ impl EdgeError {
             Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::UriTooLong(_) => "uri-too-long",
             Self::HeadersTooLarge { .. } => "headers-too-large",
+            Self::Forbidden(_) => "forbidden",
             Self::RateLimited(_) => "rate-limited",
             Self::Overloaded(_) => "overloaded",
             Self::OriginTimeout(_) => "origin-timeout",

@@ -115,3 +115,36 @@ fn demo_runs_end_to_end_and_reports_every_region() {
         assert_eq!(r["hit_ratio"], 50.0, "{r}");
     }
 }
+
+#[test]
+fn sign_prints_a_url_the_edge_accepts() {
+    let out = shoal()
+        .args([
+            "sign",
+            "--path",
+            "/video/a.ts",
+            "--key-id",
+            "k1",
+            "--ttl",
+            "60s",
+        ])
+        .env("SHOAL_SIGNING_SECRET", "s3cret")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut c = shoal_edge::request::sign::SignedUrls::default();
+    c.prefixes.push("/video/".into());
+    c.keys.insert("k1".into(), "s3cret".into());
+    c.verify(&url, None, std::time::SystemTime::now())
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("s3cret") && !url.contains("s3cret"),
+        "the secret is never printed"
+    );
+}

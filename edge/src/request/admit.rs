@@ -67,6 +67,12 @@ impl Admission {
             .or(peer)
     }
 
+    /// Whether the request is a forward from one of the region's edges: marked, and from a
+    /// peer's address (the mark alone proves nothing).
+    pub(crate) fn is_peer_forward(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
+        headers.contains_key(super::FORWARDED) && peer.is_some_and(|p| self.peers.contains(&p))
+    }
+
     /// Admits a request from `client`, or says why not.
     pub(crate) fn admit(&self, client: Option<IpAddr>) -> Result<Admitted, EdgeError> {
         if let (Some(limiter), Some(ip)) = (&self.per_client, client)

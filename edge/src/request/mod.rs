@@ -21,6 +21,7 @@ pub(crate) mod fill;
 pub(crate) mod lookup;
 pub(crate) mod respond;
 pub(crate) mod route;
+pub mod sign;
 pub(crate) mod validate;
 
 pub use route::FORWARDED;
@@ -79,10 +80,11 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
         key: None,
         outcome: Outcome::Pending,
     };
+    // The path only: a query may carry a URL signature, which is never logged.
     let span = tracing::debug_span!(
         "request",
         method = %ctx.method,
-        uri = %parts.uri,
+        path = parts.uri.path(),
         key = field::Empty,
         cache = field::Empty,
         status = field::Empty
@@ -118,10 +120,16 @@ async fn run(
     uri: &Uri,
     peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Body>, EdgeError> {
-    let _admitted = st
-        .admission
-        .admit(st.admission.client(&ctx.headers, peer))?;
+    let client = st.admission.client(&ctx.headers, peer);
+    let _admitted = st.admission.admit(client)?;
     let target = validate::request(&ctx.method, uri, &ctx.headers)?;
+    // Forwards from region peers were checked where the client connected (and the peer's
+    // own address would not match an `ip` binding).
+    let from_peer = st.admission.is_peer_forward(&ctx.headers, peer);
+    let signed = &st.config.signed_urls;
+    if !from_peer && signed.required(&target.path) {
+        signed.verify(&target.path_and_query, client, ctx.now)?;
+    }
     let key = st
         .region
         .key(&target.host, &target.path_and_query)

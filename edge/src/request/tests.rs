@@ -368,3 +368,46 @@ async fn a_full_fill_queue_sheds_misses_fast_and_never_delays_hits() {
         "the running fill finishes"
     );
 }
+
+#[tokio::test]
+async fn signed_paths_need_a_valid_signature_on_every_request_and_share_one_entry() {
+    use crate::request::sign::sign;
+    let origin = Arc::new(MockOrigin::default());
+    origin.put("/video/a.ts", "public, max-age=600", b"segment");
+    let mut c = config();
+    c.signed_urls.prefixes = vec!["/video/".into()];
+    c.signed_urls.keys.insert("k1".into(), "secret".into());
+    let st = edge(c, origin.clone());
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let url = |exp: u64| {
+        format!(
+            "/video/a.ts?{}",
+            sign("/video/a.ts", exp, None, "k1", "secret")
+        )
+    };
+    let r = handle(st.clone(), get(&url(in_an_hour), &[])).await;
+    assert_eq!(r.status(), 200);
+    // Another viewer's signature: the same cache entry.
+    let r = handle(st.clone(), get(&url(in_an_hour + 60), &[])).await;
+    assert_eq!(h(&r, "cache-status"), "shoal; hit");
+    assert_eq!(
+        *origin.fetched.lock().unwrap(),
+        ["/video/a.ts"],
+        "no token reaches the origin"
+    );
+    // Cached or not, no valid signature, no object: also under another spelling of the path.
+    for bad in [
+        "/video/a.ts".to_string(),
+        "/vid%65o/a.ts".to_string(),
+        url(in_an_hour).replace("sig=", "sig=00"),
+        url(1),
+    ] {
+        let r = handle(st.clone(), get(&bad, &[])).await;
+        assert_eq!(r.status(), 403, "{bad}");
+        assert_eq!(h(&r, "cache-status"), "shoal; detail=forbidden");
+    }
+}

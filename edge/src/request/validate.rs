@@ -17,6 +17,8 @@ pub(crate) struct Target {
     pub(crate) host: String,
     /// Path and query as received.
     pub(crate) path_and_query: String,
+    /// The path, percent-decoded once and checked: what path rules (signed prefixes) see.
+    pub(crate) path: String,
     /// The request carries `Authorization` (RFC 9111 §3.5 limits storing its response).
     pub(crate) authorized: bool,
 }
@@ -68,10 +70,11 @@ pub(crate) fn request(
             .to_string(),
         (None, _, None) => return Err(EdgeError::BadRequest("missing Host header".into())),
     };
-    shoal_cache_core::normalise_path(uri.path())
+    let path = shoal_cache_core::normalise_path(uri.path())
         .map_err(|e| EdgeError::BadRequest(e.to_string()))?;
     Ok(Target {
         host,
+        path,
         path_and_query: uri
             .path_and_query()
             .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string()),
@@ -137,6 +140,7 @@ mod tests {
             Target {
                 host: "a.test".into(),
                 path_and_query: "/a?b=1".into(),
+                path: "/a".into(),
                 authorized: true
             }
         );

@@ -56,6 +56,24 @@ enum Command {
         #[arg(required = true)]
         urls: Vec<String>,
     },
+    /// Print a signed URL for a path under `[signed_urls]` (HMAC-SHA256, expiring).
+    Sign {
+        /// The path to sign (`/video/seg_1.ts`).
+        #[arg(long)]
+        path: String,
+        /// Key id, as named in the edges' `[signed_urls.keys]`.
+        #[arg(long)]
+        key_id: String,
+        /// The key's secret (or SHOAL_SIGNING_SECRET).
+        #[arg(long, env = "SHOAL_SIGNING_SECRET", hide_env_values = true)]
+        secret: String,
+        /// How long the URL is valid.
+        #[arg(long, default_value = "1h")]
+        ttl: shoal_cache_core::size::HumanDuration,
+        /// Bind the URL to this client address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+    },
     /// Replay a request trace through every cache policy and print hit ratios.
     Hitrate {
         /// Trace file (`timestamp,object_id,size` CSV, gzip or plain).
@@ -75,7 +93,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Get { .. } | Command::Hitrate { .. }
+        Command::Demo { .. } | Command::Get { .. } | Command::Hitrate { .. } | Command::Sign { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
@@ -218,6 +236,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     f.failovers
                 );
             }
+            Ok(())
+        }
+        Command::Sign {
+            path,
+            key_id,
+            secret,
+            ttl,
+            ip,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?;
+            let expires = (now + ttl.get()).as_secs();
+            let query = shoal_edge::request::sign::sign(&path, expires, ip, &key_id, &secret);
+            println!("{path}?{query}");
             Ok(())
         }
         Command::Hitrate {
