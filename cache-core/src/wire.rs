@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::WireError;
 
 /// The protocol version this build speaks; carried in every frame header.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// ALPN id of the edge ↔ origin protocol over QUIC.
 pub const ALPN: &[u8] = b"shoal/1";
 /// Frame magic: ASCII `SH`.
@@ -56,6 +56,9 @@ pub enum Message {
     Heartbeat(Heartbeat),
     /// Either way: a request or the stream failed.
     Error(ErrorMessage),
+    /// Edge → origin, on the first stream of every connection: who it is, and its token.
+    /// The origin serves nothing on a connection before this checks out.
+    Hello(Hello),
 }
 
 impl Message {
@@ -72,6 +75,7 @@ impl Message {
             Self::Lease(_) => "Lease",
             Self::Heartbeat(_) => "Heartbeat",
             Self::Error(_) => "Error",
+            Self::Hello(_) => "Hello",
         }
     }
 }
@@ -166,6 +170,27 @@ pub struct Ack {
     pub seq: u64,
 }
 
+/// Edge → origin: the connection's first message. Its `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The edge's node id.
+    pub edge_id: String,
+    /// Its region.
+    pub region: String,
+    /// The shared secret edges present to the origin, if one is configured.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("edge_id", &self.edge_id)
+            .field("region", &self.region)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// Edge → origin: subscribe to invalidations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscribe {
@@ -209,6 +234,8 @@ pub enum ErrorCode {
     Internal,
     /// The peer speaks another protocol version.
     Version,
+    /// The peer did not authenticate (no or a wrong token).
+    Unauthorized,
 }
 
 /// Either way: a request (`request_id`) or the whole stream (`None`) failed.
@@ -397,10 +424,10 @@ mod tests {
             Err(WireError::BadMagic(*b"GE"))
         );
         assert_eq!(c.decode(b"X"), Err(WireError::BadMagic([b'X', 0])));
-        let v2 = [b'S', b'H', 2, 0, 0, 0, 0, 1, 0];
+        let v9 = [b'S', b'H', 9, 0, 0, 0, 0, 1, 0];
         assert!(matches!(
-            c.decode(&v2),
-            Err(WireError::UnsupportedVersion { got: 2, .. })
+            c.decode(&v9),
+            Err(WireError::UnsupportedVersion { got: 9, .. })
         ));
         let flags = [b'S', b'H', PROTOCOL_VERSION, 1, 0, 0, 0, 0];
         assert_eq!(c.decode(&flags), Err(WireError::BadFlags(1)));
@@ -439,5 +466,16 @@ mod tests {
         f.extend_from_slice(&(body.len() as u32).to_be_bytes());
         f.extend_from_slice(&body);
         assert!(matches!(c.decode(&f), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn hello_debug_hides_the_token() {
+        let h = Message::Hello(Hello {
+            edge_id: "e1".into(),
+            region: "eu".into(),
+            token: Some("CANARY-SECRET".into()),
+        });
+        let shown = format!("{h:?}");
+        assert!(shown.contains("e1") && !shown.contains("CANARY"), "{shown}");
     }
 }

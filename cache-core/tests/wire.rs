@@ -70,6 +70,13 @@ fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(seq, target)| Message::Invalidate(Invalidation { seq, target })),
         (s(), any::<u64>()).prop_map(|(edge_id, seq)| Message::Ack(Ack { edge_id, seq })),
+        (s(), s(), prop::option::of(s())).prop_map(|(edge_id, region, token)| {
+            Message::Hello(Hello {
+                edge_id,
+                region,
+                token,
+            })
+        }),
         (s(), s(), prop::option::of(any::<u64>())).prop_map(|(edge_id, region, last_applied)| {
             Message::Subscribe(Subscribe {
                 edge_id,
@@ -85,13 +92,14 @@ fn message() -> impl Strategy<Value = Message> {
             }
         )),
         any::<u64>().prop_map(|seq| Message::Heartbeat(Heartbeat { seq })),
-        (prop::option::of(any::<u64>()), 0usize..5, s()).prop_map(|(request_id, c, message)| {
+        (prop::option::of(any::<u64>()), 0usize..6, s()).prop_map(|(request_id, c, message)| {
             let code = [
                 ErrorCode::NotFound,
                 ErrorCode::BadRequest,
                 ErrorCode::Unavailable,
                 ErrorCode::Internal,
                 ErrorCode::Version,
+                ErrorCode::Unauthorized,
             ][c];
             Message::Error(ErrorMessage {
                 request_id,

@@ -29,6 +29,9 @@ pub struct OriginLink {
     pub fingerprint: Option<String>,
     /// More fingerprints to pin beside `fingerprint` and `cert_file` (rotation).
     pub fingerprints: Vec<String>,
+    /// The token the origin requires of edges (its `edge_token`), sent in the `Hello` on
+    /// every connection.
+    pub token: Option<String>,
     /// Local UDP address of the edge's QUIC endpoint. Default: loopback for a loopback
     /// origin, else the unspecified address of the origin's family, port 0.
     pub bind: Option<SocketAddr>,
@@ -42,6 +45,7 @@ impl Default for OriginLink {
             cert_file: None,
             fingerprint: None,
             fingerprints: Vec::new(),
+            token: None,
             bind: None,
         }
     }
@@ -263,6 +267,9 @@ pub struct EdgeFlags {
     /// Origin certificate SHA-256 (hex) to pin (repeatable).
     #[arg(long)]
     pub origin_fingerprint: Vec<String>,
+    /// The origin's edge token (or SHOAL_EDGE_TOKEN).
+    #[arg(long, env = "SHOAL_EDGE_TOKEN", hide_env_values = true)]
+    pub origin_token: Option<String>,
     /// Cache capacity (`256MiB`).
     #[arg(long)]
     pub capacity: Option<ByteSize>,
@@ -318,6 +325,9 @@ impl EdgeConfig {
             self.origin.cert_file = f.origin_cert;
         }
         self.origin.fingerprints.extend(f.origin_fingerprint);
+        if f.origin_token.is_some() {
+            self.origin.token = f.origin_token;
+        }
         set(&mut self.cache.capacity, f.capacity);
         set(&mut self.cache.policy, f.policy);
     }

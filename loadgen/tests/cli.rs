@@ -148,3 +148,157 @@ fn sign_prints_a_url_the_edge_accepts() {
         "the secret is never printed"
     );
 }
+
+/// A raw HTTP/1.1 exchange (`Connection: close`), for the canary test.
+fn http(addr: &str, req: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Spawns `shoal` with `args` and returns it with the first stdout line (its addresses).
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = shoal()
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    (child, line)
+}
+
+fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .skip_while(|w| *w != key)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// No secret ever reaches a log line or a metric: the servers run at debug level with
+/// canary secrets (admin token, edge token, URL-signing key) and see them used, right and
+/// wrong; then every line they wrote and every metric is searched.
+#[test]
+fn secrets_never_appear_in_logs_or_metrics() {
+    let dir = std::env::temp_dir().join(format!("shoal-canary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (admin_token, edge_token, sign_key) =
+        ("CANARY-ADMIN-7f3a", "CANARY-EDGE-91bc", "CANARY-SIGN-55d0");
+    let cert = dir.join("o.pem");
+    let (origin, line) = spawn(
+        &[
+            "origin",
+            "--quic-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--cert-out",
+            cert.to_str().expect("utf-8 path"),
+        ],
+        &[
+            ("SHOAL_ADMIN_TOKEN", admin_token),
+            ("SHOAL_EDGE_TOKEN", edge_token),
+        ],
+    );
+    let (quic, origin_admin) = (word_after(&line, "quic"), word_after(&line, "admin"));
+    let conf = dir.join("edge.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [origin]\naddr = \"{quic}\"\ncert_file = \"{}\"\n\
+             [signed_urls]\nprefixes = [\"/video/\"]\nkeys = {{ k1 = \"{sign_key}\" }}\n",
+            cert.display()
+        ),
+    )
+    .expect("config");
+    let (edge, line) = spawn(
+        &["edge", "--config", conf.to_str().expect("utf-8 path")],
+        &[("SHOAL_EDGE_TOKEN", edge_token)],
+    );
+    let (http_addr, edge_admin) = (word_after(&line, "http"), word_after(&line, "admin"));
+    let put = |token: &str| {
+        http(
+            origin_admin,
+            &format!(
+                "PUT /objects/video/a.ts HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\
+                 Authorization: Bearer {token}\r\nContent-Length: 3\r\n\r\nabc"
+            ),
+        )
+    };
+    assert!(put("CANARY-WRONG-0000").starts_with("HTTP/1.1 401"));
+    assert!(put(admin_token).starts_with("HTTP/1.1 201"));
+    let signed = String::from_utf8(
+        shoal()
+            .args(["sign", "--path", "/video/a.ts", "--key-id", "k1"])
+            .env("SHOAL_SIGNING_SECRET", sign_key)
+            .output()
+            .expect("sign")
+            .stdout,
+    )
+    .expect("utf-8");
+    let signed = signed.trim();
+    let sig = signed.rsplit("sig=").next().expect("sig");
+    let mut served = String::new();
+    for _ in 0..100 {
+        served = http(
+            http_addr,
+            &format!("GET {signed} HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n"),
+        );
+        if served.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(served.ends_with("abc"), "{served}");
+    let refused = http(
+        http_addr,
+        "GET /video/a.ts?exp=1&kid=k1&sig=CANARY-FORGED HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let mut seen = String::new();
+    for admin in [edge_admin, origin_admin] {
+        seen.push_str(&http(
+            admin,
+            "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ));
+    }
+    for mut child in [edge, origin] {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    eprintln!("searched {} lines of logs and metrics", seen.lines().count());
+    assert!(
+        seen.contains("shoal_edge_requests_total"),
+        "metrics were read"
+    );
+    assert!(seen.contains("DEBUG"), "debug logs were captured");
+    for secret in [
+        admin_token,
+        edge_token,
+        sign_key,
+        "CANARY-WRONG",
+        "CANARY-FORGED",
+        sig,
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "{secret} appeared in logs or metrics"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

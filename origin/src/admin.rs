@@ -45,11 +45,6 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Constant-time comparison, so response timing does not reveal the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The bearer token of the request's one `Authorization` header (scheme matched
 /// case-insensitively, RFC 9110 §11.1), or why there is none.
 fn bearer(headers: &HeaderMap) -> Result<&str, &'static str> {
@@ -76,7 +71,7 @@ fn refusal(state: &State, headers: &HeaderMap) -> Option<Response> {
         ));
     };
     match bearer(headers) {
-        Ok(g) if same(g.as_bytes(), token.as_bytes()) => None,
+        Ok(g) if crate::same_secret(g, token) => None,
         Ok(_) => Some(unauthorized("invalid bearer token")),
         Err(why) => Some(unauthorized(why)),
     }

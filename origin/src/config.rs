@@ -30,6 +30,10 @@ pub struct OriginConfig {
     pub content_dir: Option<PathBuf>,
     /// Bearer token for PUT/DELETE. Without one, writes are refused (403).
     pub admin_token: Option<String>,
+    /// The token edges present in their `Hello` on every QUIC connection; a connection
+    /// without it is closed before anything is served. Default none: any edge that
+    /// completes the TLS handshake is served (fine on a private network only).
+    pub edge_token: Option<String>,
     /// PEM certificate to use; with `key`. Default: generate a self-signed one.
     pub cert: Option<PathBuf>,
     /// PEM private key for `cert`.
@@ -64,6 +68,7 @@ impl Default for OriginConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             content_dir: None,
             admin_token: None,
+            edge_token: None,
             cert: None,
             key: None,
             cert_out: None,
@@ -108,6 +113,9 @@ pub struct OriginFlags {
     /// Bearer token for PUT/DELETE (or SHOAL_ADMIN_TOKEN).
     #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The token edges must present (or SHOAL_EDGE_TOKEN).
+    #[arg(long, env = "SHOAL_EDGE_TOKEN", hide_env_values = true)]
+    pub edge_token: Option<String>,
     /// Write the generated certificate here (its key beside it, `.key`), for edges to pin;
     /// reused on the next start.
     #[arg(long)]
@@ -142,6 +150,7 @@ impl OriginConfig {
         }
         self.content_dir = f.content_dir.or(self.content_dir.take());
         self.admin_token = f.admin_token.or(self.admin_token.take());
+        self.edge_token = f.edge_token.or(self.edge_token.take());
         self.cert_out = f.cert_out.or(self.cert_out.take());
     }
 
@@ -162,6 +171,9 @@ impl OriginConfig {
         self.limits
             .validate()
             .map_err(|e| OriginError::Config(e.to_string()))?;
+        if self.edge_token.as_deref() == Some("") {
+            return Err(OriginError::Config("edge_token must not be empty".into()));
+        }
         if self.admin_token.as_deref() == Some("") {
             return Err(OriginError::Config("admin_token must not be empty".into()));
         }

@@ -34,4 +34,7 @@ pub enum OriginError {
     /// A configuration value is invalid.
     #[error("config: {0}")]
     Config(String),
+    /// An edge connected without the edge token (or with a wrong one).
+    #[error("edge {0:?} did not present the edge token")]
+    Unauthorized(String),
 }

@@ -31,6 +31,12 @@ pub use config::{CacheRule, OriginConfig, OriginFlags};
 pub use error::OriginError;
 pub use store::ObjectStore;
 
+/// Constant-time comparison of secrets, so timing does not reveal how much of one matched.
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Shared by the QUIC and admin servers.
 #[derive(Debug)]
 pub(crate) struct State {

@@ -11,8 +11,8 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use shoal_cache_core::io::write_frame;
 use shoal_cache_core::wire::{
-    BodyChunk, BodyLength, ErrorCode, ErrorMessage, FetchRequest, FrameCodec, MAX_CHUNK, Message,
-    NotModified, ResponseHead,
+    Ack, BodyChunk, BodyLength, ErrorCode, ErrorMessage, FetchRequest, FrameCodec, Hello,
+    MAX_CHUNK, Message, NotModified, ResponseHead,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,7 +57,75 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<State>, cancel: 
     endpoint.wait_idle().await;
 }
 
+/// How long a new connection has to present its `Hello`.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the edge's `Hello` from the connection's first stream and checks its token.
+async fn hello(conn: &quinn::Connection, state: &State) -> Result<Hello, OriginError> {
+    let codec = FrameCodec::default();
+    let transport = |e: String| OriginError::Transport(e);
+    let (mut send, mut recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| transport(e.to_string()))?;
+    let raw = recv
+        .read_to_end(MAX_REQUEST)
+        .await
+        .map_err(|e| transport(e.to_string()))?;
+    let refuse = |code, message: &str| {
+        Message::Error(ErrorMessage {
+            request_id: None,
+            code,
+            message: message.to_string(),
+        })
+    };
+    let (reply, verdict) = match codec.decode(&raw) {
+        Ok((Message::Hello(h), _)) => match &state.config.edge_token {
+            Some(t) if !h.token.as_deref().is_some_and(|g| crate::same_secret(g, t)) => (
+                refuse(ErrorCode::Unauthorized, "edge token missing or wrong"),
+                Err(OriginError::Unauthorized(h.edge_id)),
+            ),
+            _ => (
+                Message::Ack(Ack {
+                    edge_id: h.edge_id.clone(),
+                    seq: 0,
+                }),
+                Ok(h),
+            ),
+        },
+        Ok((other, _)) => (
+            refuse(ErrorCode::BadRequest, "the first message must be Hello"),
+            Err(OriginError::Transport(format!(
+                "{} before Hello",
+                other.name()
+            ))),
+        ),
+        Err(e) => (
+            refuse(ErrorCode::BadRequest, &e.to_string()),
+            Err(OriginError::Transport(e.to_string())),
+        ),
+    };
+    write_frame(&mut send, &codec, &reply).await?;
+    let _ = send.finish();
+    verdict
+}
+
 async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: CancellationToken) {
+    // Nothing is served before the edge has said who it is and shown its token.
+    match tokio::time::timeout(HELLO_TIMEOUT, hello(&conn, &state)).await {
+        Ok(Ok(h)) => debug!(edge = %h.edge_id, region = %h.region, "edge connected"),
+        Ok(Err(e)) => {
+            warn!("refusing connection: {e}");
+            // Let the refusal reach the edge before the close does.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            conn.close(1u32.into(), b"unauthorized");
+            return;
+        }
+        Err(_) => {
+            conn.close(1u32.into(), b"no hello");
+            return;
+        }
+    }
     loop {
         let stream = tokio::select! {
             () = cancel.cancelled() => return,

@@ -24,7 +24,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use shoal_cache_core::io::{BodyStream, FrameReader, write_frame};
 use shoal_cache_core::wire::{
-    ALPN, BodyLength, ErrorCode, FetchRequest, FrameCodec, Message, ResponseHead,
+    ALPN, BodyLength, ErrorCode, FetchRequest, FrameCodec, Hello, Message, ResponseHead,
 };
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
@@ -97,8 +97,14 @@ pub trait Origin: Send + Sync + fmt::Debug + 'static {
 }
 
 /// Link settings, from the edge config.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkSettings {
+    /// This edge's node id and region, for the `Hello`.
+    pub edge_id: String,
+    /// Its region.
+    pub region: String,
+    /// The origin's edge token, if it requires one.
+    pub token: Option<String>,
     /// Origin address.
     pub addr: std::net::SocketAddr,
     /// Local UDP address.
@@ -121,10 +127,23 @@ pub struct LinkSettings {
     pub breaker_open_for: Duration,
 }
 
+impl fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkSettings")
+            .field("edge_id", &self.edge_id)
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
 impl LinkSettings {
     /// The settings an edge config gives.
     pub fn from_config(c: &EdgeConfig) -> Result<Self, EdgeError> {
         Ok(Self {
+            edge_id: c.node_id.clone(),
+            region: c.region.clone(),
+            token: c.origin.token.clone(),
             addr: c.origin.addr,
             bind: c.origin.bind_addr(),
             server_name: c.origin.server_name.clone(),
@@ -210,18 +229,46 @@ impl OriginClient {
         self.endpoint.local_addr().ok()
     }
 
+    /// Connects and introduces this edge (`Hello` with its token): the origin serves
+    /// nothing on a connection before that.
     async fn connect(&self) -> Result<quinn::Connection, String> {
         let connecting = self
             .endpoint
             .connect(self.settings.addr, &self.settings.server_name)
             .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no handshake within {:?}",
-                self.settings.connect_timeout
-            )),
+        let limit = self.settings.connect_timeout;
+        let conn = match tokio::time::timeout(limit, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no handshake within {limit:?}")),
+        };
+        match tokio::time::timeout(limit, self.hello(&conn)).await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(e)) => {
+                conn.close(0u32.into(), b"hello refused");
+                Err(format!("origin refused this edge: {e}"))
+            }
+            Err(_) => Err(format!("no answer to Hello within {limit:?}")),
+        }
+    }
+
+    async fn hello(&self, conn: &quinn::Connection) -> Result<(), String> {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let hello = Message::Hello(Hello {
+            edge_id: self.settings.edge_id.clone(),
+            region: self.settings.region.clone(),
+            token: self.settings.token.clone(),
+        });
+        write_frame(&mut send, &self.codec, &hello)
+            .await
+            .map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        match FrameReader::new(recv, self.codec).next().await {
+            Ok(Some(Message::Ack(_))) => Ok(()),
+            Ok(Some(Message::Error(e))) => Err(e.message),
+            Ok(Some(m)) => Err(format!("{} in answer to Hello", m.name())),
+            Ok(None) => Err("no answer to Hello".into()),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -438,3 +438,59 @@ async fn stalled_readers_do_not_make_the_origin_hold_whole_files() {
     o.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With an edge token set, the origin serves only edges that present it: an edge with a
+/// wrong token or none never gets a fetch through (its connection is closed after the
+/// refused `Hello`), and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_edges_with_the_token_reach_the_origin() {
+    let o = Origin::start(
+        OriginConfig {
+            quic_listen: loopback(),
+            admin_listen: loopback(),
+            edge_token: Some("edge-secret".into()),
+            ..OriginConfig::default()
+        },
+        None,
+    )
+    .await
+    .expect("origin");
+    o.store
+        .put("/x.txt", bytes::Bytes::from_static(b"x"), None)
+        .expect("put");
+    let pin = |token: Option<&str>| {
+        let (fp, token) = (o.fingerprint.clone(), token.map(str::to_string));
+        move |c: &mut EdgeConfig| {
+            c.origin.fingerprints = vec![fp];
+            c.origin.token = token;
+        }
+    };
+    let good = edge_for(o.quic_addr, pin(Some("edge-secret"))).await;
+    let wrong = edge_for(o.quic_addr, pin(Some("guess"))).await;
+    let none = edge_for(o.quic_addr, pin(None)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the edge with the token connects",
+        || std::future::ready(good.is_ready()),
+    )
+    .await;
+    let r = raw_http(good.http_addr, &request("GET", "/x.txt", &[])).await;
+    assert_eq!(r.status, 200);
+    for stranger in [&wrong, &none] {
+        assert!(!stranger.is_ready());
+        let r = raw_http(stranger.http_addr, &request("GET", "/x.txt", &[])).await;
+        assert_eq!(r.status, 502);
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains("origin refused this edge"), "{body}");
+        assert!(!body.contains("edge-secret"));
+    }
+    assert_eq!(
+        o.metrics.fetches(shoal_origin::metrics::FetchResult::Ok),
+        1,
+        "only the edge with the token fetched"
+    );
+    for e in [good, wrong, none] {
+        e.shutdown().await;
+    }
+    o.shutdown().await;
+}
