@@ -63,19 +63,31 @@ pub struct CacheControl {
 fn split_directives(value: &str) -> impl Iterator<Item = &str> {
     let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
+    // A quoted string can only be a directive's argument, so a quote opens one only right
+    // after `=`: elsewhere it is a stray character and cannot hide a directive.
+    let mut after_eq = false;
     for (i, c) in value.char_indices() {
         match c {
             _ if escaped => escaped = false,
             '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
+            '"' if quoted => quoted = false,
+            '"' if after_eq => quoted = true,
             ',' if !quoted => {
                 parts.push(&value[start..i]);
                 start = i + 1;
             }
             _ => {}
         }
+        if !c.is_whitespace() {
+            after_eq = c == '=' && !quoted;
+        }
     }
     parts.push(&value[start..]);
+    if quoted {
+        // An unterminated quote would hide every directive after it (`a=", no-store`): read
+        // a malformed value without quoting, so a restriction in it still counts.
+        parts = value.split(',').collect();
+    }
     parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
 }
 

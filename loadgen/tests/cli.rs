@@ -281,7 +281,10 @@ fn secrets_never_appear_in_logs_or_metrics() {
         seen.push_str(&String::from_utf8_lossy(&out.stdout));
         seen.push_str(&String::from_utf8_lossy(&out.stderr));
     }
-    eprintln!("searched {} lines of logs and metrics", seen.lines().count());
+    eprintln!(
+        "searched {} lines of logs and metrics",
+        seen.lines().count()
+    );
     assert!(
         seen.contains("shoal_edge_requests_total"),
         "metrics were read"
