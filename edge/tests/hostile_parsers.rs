@@ -53,7 +53,7 @@ proptest! {
         prop_assert!(c.verify(&good, None, now).is_ok());
         prop_assert!(c.verify(&junk, None, now).is_err());
         let at = q.find("sig=").map_or(0, |i| i + 4 + flip);
-        let mut bad = q.clone().into_bytes();
+        let mut bad = q.into_bytes();
         bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
         let bad = format!("{path}?{}", String::from_utf8(bad).unwrap_or_default());
         prop_assert!(c.verify(&bad, None, now).is_err());
