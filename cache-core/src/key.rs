@@ -2,8 +2,9 @@
 //!
 //! Two requests that the origin answers identically should share one entry: the host is
 //! lower-cased (and a trailing dot or default port dropped), query parameters are sorted and
-//! configured tracking parameters dropped. The path is taken as given: dot-segment removal and
-//! rejection of ambiguous paths belong to the HTTP layer, before a key is built.
+//! configured tracking parameters dropped. The path is canonical ([`canonical_path`]): decoded
+//! once and re-encoded one way, so `//a`, `/a/` and `/%61` share one entry (and an attacker
+//! cannot fill the cache with spellings of one object); unsafe paths get no key at all.
 
 use std::fmt;
 use std::sync::Arc;
@@ -116,6 +117,7 @@ impl CacheKey {
         if !path.starts_with('/') {
             return Err(KeyError::RelativePath(path.to_string()));
         }
+        let path = canonical_path(path)?;
         let mut params: Vec<&str> = query
             .into_iter()
             .flat_map(|q| q.split('&'))
@@ -130,7 +132,7 @@ impl CacheKey {
         });
         let mut key = String::with_capacity(host.len() + path_and_query.len());
         key.push_str(&host);
-        key.push_str(path);
+        key.push_str(&path);
         if !params.is_empty() {
             key.push('?');
             key.push_str(&params.join("&"));
@@ -177,18 +179,143 @@ fn normalise_host(host: &str) -> Result<String, KeyError> {
     if h.is_empty() {
         return Err(KeyError::EmptyHost);
     }
-    let ok = h
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_'));
-    if !ok {
-        return Err(KeyError::InvalidHost(host.to_string()));
+    if !valid_authority(&h) {
+        return Err(KeyError::InvalidHost(host.chars().take(100).collect()));
     }
     Ok(h)
+}
+
+/// `host[:port]` where host is an IP literal in brackets, or a name of non-empty labels
+/// of letters, digits, `-` and `_` that do not start or end with `-`.
+fn valid_authority(h: &str) -> bool {
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        let Some((ip, tail)) = rest.split_once(']') else {
+            return false;
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match tail.strip_prefix(':') {
+            Some(p) => ("", Some(p)),
+            None if tail.is_empty() => ("", None),
+            None => return false,
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return false;
+    }
+    host.is_empty() && h.starts_with('[')
+        || !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+}
+
+/// The path decoded once ([`normalise_path`]) and re-encoded one way: every spelling of a
+/// path that names the same object (`//a`, `/a/`, `/%61`) gets the same key, and what is
+/// sent to the origin decodes, once, to the same path. Unreserved characters, sub-delims,
+/// `:`, `@` and `/` stay as they are; everything else is percent-encoded (UTF-8, upper-case
+/// hex).
+pub fn canonical_path(raw: &str) -> Result<String, KeyError> {
+    let decoded = normalise_path(raw)?;
+    let mut out = String::with_capacity(decoded.len());
+    for b in decoded.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+            );
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_paths_are_one_spelling_per_object() {
+        for same in [
+            "/a/b c",
+            "//a//b%20c",
+            "/a/b%20c/",
+            "/%61/b c",
+            "/a/./b%20c",
+        ] {
+            if let Ok(p) = canonical_path(same) {
+                assert_eq!(p, "/a/b%20c", "{same}");
+            }
+        }
+        assert_eq!(
+            canonical_path("/x%25y").unwrap(),
+            "/x%25y",
+            "a literal % stays encoded"
+        );
+        assert_eq!(
+            normalise_path(&canonical_path("/x%25y").unwrap()).unwrap(),
+            "/x%y"
+        );
+        assert_eq!(canonical_path("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+    }
+
+    #[test]
+    fn hosts_must_be_well_formed() {
+        let ok = [
+            "a.test",
+            "a.test:8080",
+            "[::1]",
+            "[::1]:8080",
+            "127.0.0.1:80",
+            "x_y.test",
+        ];
+        for h in ok {
+            assert!(normalise_host(h).is_ok(), "{h}");
+        }
+        for h in [
+            "[::1",
+            "a..b",
+            "-.test",
+            "a-.test",
+            "a.test:99999",
+            "a.test:x",
+            "[zz]",
+            "a b",
+            "a/b",
+            "[::1]x",
+        ] {
+            assert!(normalise_host(h).is_err(), "{h}");
+        }
+    }
 
     #[test]
     fn safe_paths() {

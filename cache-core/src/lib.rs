@@ -44,7 +44,7 @@ pub mod wire;
 
 pub use error::{ConfigError, Error, RingError, WireError};
 pub use freshness::{CacheControl, Exchange, Freshness, FreshnessPolicy, FreshnessState};
-pub use key::{CacheKey, KeyError, KeyPolicy, normalise_path};
+pub use key::{CacheKey, KeyError, KeyPolicy, canonical_path, normalise_path};
 pub use object::{Cacheable, CachedObject, Weighted};
 pub use region::RegionMap;
 pub use ring::Ring;

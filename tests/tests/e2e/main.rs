@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod hitrate;
+mod hostile;
 mod limits;
 mod operations;
 mod request_path;
