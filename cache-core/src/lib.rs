@@ -10,6 +10,7 @@
 //! - [`object`]: [`CachedObject`], what the store holds for HTTP, and the [`Cacheable`] trait.
 //! - [`freshness`]: RFC 9111 Cache-Control parsing, storability, lifetime, age, stale windows.
 //! - [`key`]: normalised [`CacheKey`]s.
+//! - [`range`]: `Range` requests (RFC 9110 §14) against a body of known length.
 //! - [`ring`]: the consistent-hash [`Ring`] that assigns each key an owner edge.
 //! - [`region`]: [`RegionMap`], the one routing contract (ring + key policy) that edges,
 //!   clients and the load generator share.
@@ -32,6 +33,7 @@ pub mod freshness;
 pub mod io;
 pub mod key;
 pub mod object;
+pub mod range;
 pub mod region;
 pub mod ring;
 mod s3fifo;

@@ -31,7 +31,7 @@
 //! - [`config`]: [`EdgeConfig`] (typed TOML) and [`EdgeFlags`] (command-line overrides).
 //! - `state`: what every request shares; `peers`: region peers and their health;
 //!   `headers`: which origin headers are kept.
-//! - [`range`]: Range request parsing. [`metrics`]: Prometheus metric families.
+//! - [`metrics`]: Prometheus metric families; [`range`] (re-exported from the core).
 //! - [`error`]: [`EdgeError`], the one error channel, rendered into responses.
 
 use std::net::SocketAddr;
@@ -54,7 +54,6 @@ pub mod error;
 mod headers;
 pub mod metrics;
 mod peers;
-pub mod range;
 pub mod request;
 mod state;
 pub mod upstream;
@@ -62,6 +61,8 @@ pub mod upstream;
 pub use config::{EdgeConfig, EdgeFlags};
 pub use error::EdgeError;
 pub use request::{FORWARDED, NODE};
+/// `Range` parsing lives in the cache core (sans-IO, fuzzed there).
+pub use shoal_cache_core::range;
 
 use state::EdgeState;
 

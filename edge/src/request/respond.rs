@@ -12,9 +12,9 @@ use shoal_cache_core::{CacheStatus, CachedObject};
 use super::Ctx;
 use super::fill::Served;
 use crate::headers;
-use crate::range::{self, RangeOutcome};
 use crate::state::EdgeState;
 use crate::upstream::OriginBody;
+use shoal_cache_core::range::{self, RangeOutcome};
 
 /// The `Cache-Status` response header (RFC 9211).
 pub(crate) const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
