@@ -93,7 +93,7 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
         .extensions
         .get::<shoal_cache_core::server::ClientAddr>()
         .map(|a| a.0.ip());
-    st.metrics.inflight(1);
+    let inflight = InFlight::new(&st.metrics);
     let resp = match run(&st, &mut ctx, &parts.uri, peer)
         .instrument(span.clone())
         .await
@@ -109,8 +109,25 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
             e.into_response()
         }
     };
-    st.metrics.inflight(-1);
+    drop(inflight);
     finish(&st, &ctx, resp, &span)
+}
+
+/// Counts a request in flight until dropped: also when the client goes away and hyper
+/// drops the request's future mid-way.
+struct InFlight<'a>(&'a crate::metrics::Metrics);
+
+impl<'a> InFlight<'a> {
+    fn new(m: &'a crate::metrics::Metrics) -> Self {
+        m.inflight(1);
+        Self(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight(-1);
+    }
 }
 
 /// admit → validate → key → route → lookup → fill → respond.

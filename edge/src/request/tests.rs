@@ -411,3 +411,24 @@ async fn signed_paths_need_a_valid_signature_on_every_request_and_share_one_entr
         assert_eq!(h(&r, "cache-status"), "shoal; detail=forbidden");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_abandoned_by_its_client_leaves_no_phantom_in_flight() {
+    let origin = Arc::new(MockOrigin {
+        delay: Duration::from_secs(5),
+        ..MockOrigin::default()
+    });
+    origin.put("/slow", "public, max-age=60", b"x");
+    let st = edge(config(), origin);
+    let task = tokio::spawn(handle(st.clone(), get("/slow", &[])));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let during = st.metrics.render(&st.store.stats());
+    assert!(
+        during.contains("shoal_edge_inflight_requests 1"),
+        "{during}"
+    );
+    task.abort(); // the client went away: hyper drops the request's future
+    let _ = task.await;
+    let after = st.metrics.render(&st.store.stats());
+    assert!(after.contains("shoal_edge_inflight_requests 0"), "{after}");
+}
