@@ -11,6 +11,8 @@
 //! - [`freshness`]: RFC 9111 Cache-Control parsing, storability, lifetime, age, stale windows.
 //! - [`key`]: normalised [`CacheKey`]s.
 //! - [`range`]: `Range` requests (RFC 9110 §14) against a body of known length.
+//! - [`signed`]: signed URLs (HMAC-SHA256 with expiry, optional client binding, key
+//!   rotation): signing and the check every request under a signed prefix passes.
 //! - [`ring`]: the consistent-hash [`Ring`] that assigns each key an owner edge.
 //! - [`region`]: [`RegionMap`], the one routing contract (ring + key policy) that edges,
 //!   clients and the load generator share.
@@ -39,6 +41,7 @@ pub mod ring;
 mod s3fifo;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod signed;
 pub mod size;
 pub mod status;
 pub mod store;

@@ -21,7 +21,8 @@ pub(crate) mod fill;
 pub(crate) mod lookup;
 pub(crate) mod respond;
 pub(crate) mod route;
-pub mod sign;
+/// Signed URLs (in the sans-IO core, where they are fuzzed).
+pub use shoal_cache_core::signed as sign;
 pub(crate) mod validate;
 
 pub use route::FORWARDED;
@@ -145,7 +146,9 @@ async fn run(
     let from_peer = st.admission.is_peer_forward(&ctx.headers, peer);
     let signed = &st.config.signed_urls;
     if !from_peer && signed.required(&target.path) {
-        signed.verify(&target.path_and_query, client, ctx.now)?;
+        signed
+            .verify(&target.path_and_query, client, ctx.now)
+            .map_err(|e| EdgeError::Forbidden(e.to_string()))?;
     }
     let key = st
         .region

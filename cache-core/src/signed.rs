@@ -15,7 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::error::EdgeError;
+/// Why a signed URL was refused (the request gets a 403 naming it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SignatureError(pub &'static str);
 
 /// The query parameters of a signature.
 pub const PARAMS: [&str; 4] = ["exp", "kid", "ip", "sig"];
@@ -42,8 +45,8 @@ impl SignedUrls {
         path_and_query: &str,
         client: Option<IpAddr>,
         now: SystemTime,
-    ) -> Result<(), EdgeError> {
-        let forbidden = |why: &str| Err(EdgeError::Forbidden(why.to_string()));
+    ) -> Result<(), SignatureError> {
+        let forbidden = |why: &'static str| Err(SignatureError(why));
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
@@ -185,7 +188,6 @@ mod tests {
         ];
         for (q, client, why) in cases {
             let e = ok(&q, client).unwrap_err();
-            assert_eq!(e.status().as_u16(), 403, "{q}");
             assert!(e.to_string().contains(why), "{q}: {e} should say {why:?}");
         }
         assert!(c.required("/video/x") && !c.required("/img/x"));
