@@ -7,6 +7,15 @@ fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
 }
 
+/// Fails the test with the command's stderr unless it exited 0.
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn temp_trace(name: &str, body: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("shoal-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -28,11 +37,7 @@ fn hitrate_prints_json_for_every_policy() {
         .args(["--capacity", "10%,20obj", "--json"])
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(v["requests"], 2_000);
     assert_eq!(v["distinct_objects"], 97);
@@ -99,11 +104,7 @@ fn demo_runs_end_to_end_and_reports_every_region() {
         .args(["demo", "--objects", "18", "--concurrency", "4", "--json"])
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let regions = v["regions"].as_array().expect("regions");
     assert_eq!(regions.len(), 3);
@@ -131,11 +132,7 @@ fn sign_prints_a_url_the_edge_accepts() {
         .env("SHOAL_SIGNING_SECRET", "s3cret")
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let mut c = shoal_edge::request::sign::SignedUrls::default();
     c.prefixes.push("/video/".into());
