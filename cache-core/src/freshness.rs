@@ -359,6 +359,13 @@ impl Freshness {
         Some(since.mul_f64(fraction).min(policy.heuristic_max))
     }
 
+    /// A soft purge: stale from `now` on (staleness counted from `now`), with its stale
+    /// windows and memory bound unchanged, so stale-while-revalidate and stale-if-error
+    /// still protect the origin.
+    pub fn mark_stale(&mut self, now: SystemTime) {
+        self.lifetime = self.lifetime.min(self.current_age(now));
+    }
+
     /// `current_age` at `now` (§4.2.3).
     pub fn current_age(&self, now: SystemTime) -> Duration {
         self.initial_age

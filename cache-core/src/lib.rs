@@ -31,6 +31,7 @@
 pub mod error;
 pub mod exposition;
 pub mod freshness;
+pub mod invalidation;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod key;
@@ -54,4 +55,6 @@ pub use object::{Cacheable, CachedObject, Weighted};
 pub use region::RegionMap;
 pub use ring::Ring;
 pub use status::{CacheStatus, NoStoreReason};
-pub use store::{FillOutcome, Filled, GetOrFill, Lookup, Policy, Store, StoreConfig, StoreStats};
+pub use store::{
+    FillOutcome, Filled, GetOrFill, Lookup, Matcher, Policy, Purge, Store, StoreConfig, StoreStats,
+};

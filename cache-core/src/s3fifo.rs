@@ -285,6 +285,16 @@ impl<V> S3Fifo<V> {
         Self::remove_slot(&mut st, key, RemovalCause::Explicit, &self.counters)
     }
 
+    /// The entries `pred` names.
+    pub(crate) fn collect_if(&self, mut pred: impl FnMut(&str, &V) -> bool) -> Vec<(Arc<str>, Arc<V>)> {
+        let st = self.read();
+        st.map
+            .iter()
+            .filter(|(k, slot)| pred(k, &slot.value))
+            .map(|(k, slot)| (k.clone(), slot.value.clone()))
+            .collect()
+    }
+
     /// Removes every entry whose key matches `pred`; returns how many.
     pub(crate) fn remove_if(&self, mut pred: impl FnMut(&str, &V) -> bool) -> usize {
         let mut st = self.write();

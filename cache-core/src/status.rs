@@ -27,6 +27,9 @@ pub enum NoStoreReason {
     Streamed,
     /// The eviction policy declined to admit it (TinyLFU admission).
     Rejected,
+    /// An invalidation that matches it arrived while it was being fetched: what was fetched
+    /// may predate it, so it is served to the requests that waited for it but not kept.
+    Invalidated,
 }
 
 impl NoStoreReason {
@@ -42,6 +45,7 @@ impl NoStoreReason {
             Self::ErrorStatus => "error-status",
             Self::TooLarge | Self::Streamed => "too-large",
             Self::Rejected => "rejected",
+            Self::Invalidated => "invalidated",
         }
     }
 }

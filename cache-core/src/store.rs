@@ -8,7 +8,7 @@
 //! `try_get_with` so that every policy coalesces, fails and counts identically.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
@@ -286,6 +286,49 @@ struct Inner<V: Cacheable> {
     /// Fills in flight, by key and by the fill's error type (so each waiter gets the error
     /// type it asked for; the `Any` is always a `SharedFill<V, E>` for that `E`).
     inflight: Mutex<HashMap<FillId, Box<dyn Any + Send + Sync>>>,
+    /// Recent invalidations: a fill inserts under the read lock, an invalidation applies
+    /// under the write lock, so a fill that fetched before an invalidation can never store
+    /// what it fetched after the invalidation has swept the store.
+    purges: tokio::sync::RwLock<Purges<V>>,
+    /// The newest purge generation, read without the lock when a fill starts.
+    purge_generation: AtomicU64,
+}
+
+/// Which entries an invalidation names: by key and by value (tags live in the value).
+pub type Matcher<V> = Arc<dyn Fn(&str, &V) -> bool + Send + Sync>;
+
+/// Invalidations remembered for fills in flight; older fills than this many purges are
+/// refused storage outright (they would have to be very slow).
+const RECENT_PURGES: usize = 1024;
+
+struct Purges<V> {
+    generation: u64,
+    recent: VecDeque<(u64, Matcher<V>)>,
+}
+
+impl<V> Purges<V> {
+    /// Whether an invalidation after generation `since` names `key`/`value` (or may have:
+    /// records that old are gone).
+    fn names(&self, since: u64, key: &str, value: &V) -> bool {
+        if self.generation == since {
+            return false;
+        }
+        match self.recent.front() {
+            Some((oldest, _)) if *oldest <= since + 1 => self
+                .recent
+                .iter()
+                .any(|(g, m)| *g > since && m(key, value)),
+            _ => true,
+        }
+    }
+}
+
+/// What an invalidation does to the entries it names.
+pub enum Purge<V> {
+    /// Drop them.
+    Remove,
+    /// Replace each with what this returns (a soft purge marks an object stale).
+    Replace(Box<dyn Fn(&V) -> V + Send + Sync>),
 }
 
 /// A byte-bounded cache of `Arc<V>` keyed by string, with coalesced fills.
@@ -373,6 +416,11 @@ impl<V: Cacheable> Store<V> {
                 config,
                 counters,
                 inflight: Mutex::new(HashMap::new()),
+                purges: tokio::sync::RwLock::new(Purges {
+                    generation: 0,
+                    recent: VecDeque::new(),
+                }),
+                purge_generation: AtomicU64::new(0),
             }),
         })
     }
@@ -411,24 +459,55 @@ impl<V: Cacheable> Store<V> {
         }
     }
 
-    /// Removes every entry whose key starts with `prefix`; returns how many (moka: an
-    /// upper bound, as its invalidation is applied lazily but hidden from reads at once).
+    /// Removes every entry whose key starts with `prefix`; returns how many.
     pub async fn remove_prefix(&self, prefix: &str) -> usize {
-        match &self.inner.backend {
-            Backend::Moka(c) => {
-                let p: Arc<str> = prefix.into();
-                let n = c
-                    .iter()
-                    .filter(|(k, _)| k.starts_with(&*p))
-                    .map(|(k, _)| k)
-                    .collect::<Vec<_>>();
-                for k in &n {
-                    c.remove(&**k).await;
-                }
-                n.len()
-            }
-            Backend::S3(c) => c.remove_if(|k, _| k.starts_with(prefix)),
+        let p = prefix.to_string();
+        self.invalidate(Arc::new(move |k: &str, _: &V| k.starts_with(&p)), Purge::Remove)
+            .await
+    }
+
+    /// Applies an invalidation: every entry `matcher` names is removed or replaced, and no
+    /// fill that was in flight when this began stores a value it names. Returns how many
+    /// entries it found. Scans the whole store (O(entries)); invalidations are rare next to
+    /// reads, and a scan needs no index to keep in step with evictions.
+    pub async fn invalidate(&self, matcher: Matcher<V>, purge: Purge<V>) -> usize {
+        let inner = &self.inner;
+        let mut purges = inner.purges.write().await;
+        purges.generation += 1;
+        let generation = purges.generation;
+        purges.recent.push_back((generation, matcher.clone()));
+        if purges.recent.len() > RECENT_PURGES {
+            purges.recent.pop_front();
         }
+        inner
+            .purge_generation
+            .store(generation, Ordering::Release);
+        let n = match (&inner.backend, &purge) {
+            (Backend::S3(c), Purge::Remove) => c.remove_if(|k, v| matcher(k, v)),
+            (Backend::S3(c), Purge::Replace(f)) => {
+                let found = c.collect_if(|k, v| matcher(k, v));
+                for (k, v) in &found {
+                    inner.insert(k.clone(), Arc::new(f(v))).await.ok();
+                }
+                found.len()
+            }
+            (Backend::Moka(c), _) => {
+                let found: Vec<_> = c.iter().filter(|(k, v)| matcher(k, v)).collect();
+                for (k, v) in &found {
+                    match &purge {
+                        Purge::Remove => {
+                            c.remove(&**k).await;
+                        }
+                        Purge::Replace(f) => {
+                            inner.insert(Arc::clone(&**k), Arc::new(f(v))).await.ok();
+                        }
+                    }
+                }
+                found.len()
+            }
+        };
+        drop(purges);
+        n
     }
 
     /// Runs the fill for `key` unless one is already running, in which case this call
@@ -600,10 +679,19 @@ impl<V: Cacheable> Inner<V> {
             }
         }
         bump(&self.counters.fills);
+        let started = self.purge_generation.load(Ordering::Acquire);
         match work.await {
             Ok(f) => {
                 let stored = match f.storable {
-                    Ok(()) => self.insert(key.clone(), f.value.clone()).await,
+                    Ok(()) => {
+                        let purges = self.purges.read().await;
+                        if purges.names(started, key, &f.value) {
+                            bump(&self.counters.not_stored);
+                            Err(NoStoreReason::Invalidated)
+                        } else {
+                            self.insert(key.clone(), f.value.clone()).await
+                        }
+                    }
                     Err(r) => {
                         bump(&self.counters.not_stored);
                         Err(r)

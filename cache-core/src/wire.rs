@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::WireError;
 
 /// The protocol version this build speaks; carried in every frame header.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// ALPN id of the edge ↔ origin protocol over QUIC.
 pub const ALPN: &[u8] = b"shoal/1";
 /// Frame magic: ASCII `SH`.
@@ -59,6 +59,9 @@ pub enum Message {
     /// Edge → origin, on the first stream of every connection: who it is, and its token.
     /// The origin serves nothing on a connection before this checks out.
     Hello(Hello),
+    /// Origin → edge: the answer to [`Subscribe`]: where the log stands, and whether the
+    /// edge must drop what it holds because the log no longer reaches back to it.
+    Subscribed(Subscribed),
 }
 
 impl Message {
@@ -76,6 +79,7 @@ impl Message {
             Self::Heartbeat(_) => "Heartbeat",
             Self::Error(_) => "Error",
             Self::Hello(_) => "Hello",
+            Self::Subscribed(_) => "Subscribed",
         }
     }
 }
@@ -159,6 +163,9 @@ pub struct Invalidation {
     pub seq: u64,
     /// What to drop.
     pub target: InvalidationTarget,
+    /// Soft purge: mark the objects stale (so stale-while-revalidate and stale-if-error
+    /// still apply) instead of dropping them.
+    pub soft: bool,
 }
 
 /// Edge → origin: `seq` has been applied by `edge_id`.
@@ -198,8 +205,34 @@ pub struct Subscribe {
     pub edge_id: String,
     /// Its region.
     pub region: String,
-    /// Last sequence number it applied; `None` on first contact (start from now).
-    pub last_applied: Option<u64>,
+    /// Where it stands in an origin's log: `None` on first contact, when it holds nothing
+    /// it could have missed an invalidation for.
+    pub resume: Option<Resume>,
+}
+
+/// A position in one origin's invalidation log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The log's epoch: a restarted origin has a new one, and its sequence numbers mean
+    /// nothing to an edge that followed the old one.
+    pub epoch: u64,
+    /// Last sequence number applied (everything up to it has been applied).
+    pub seq: u64,
+}
+
+/// Origin → edge: the subscription is live; invalidations after `seq` follow, then live ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The log's epoch.
+    pub epoch: u64,
+    /// Sequence number of the last entry the edge has (after the replay that follows, when
+    /// not `reset`), so it knows where it stands.
+    pub seq: u64,
+    /// The log does not reach back to the edge's position (or the epoch changed): the edge
+    /// must drop everything it holds from this origin before serving from its cache again.
+    pub reset: bool,
+    /// How often each side sends a [`Heartbeat`]; three missed ones end the subscription.
+    pub heartbeat_ms: u64,
 }
 
 /// Origin → edge: the edge may serve cached content until the lease runs out, unless it has

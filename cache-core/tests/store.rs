@@ -405,3 +405,94 @@ fn prefix_removal() {
         }
     })
 }
+
+/// A fill that was fetching when an invalidation naming its key arrived serves its waiters
+/// but is not stored: what it fetched may predate the invalidation. A fill of another key
+/// is stored as usual.
+#[test]
+fn an_invalidation_during_a_fill_keeps_its_value_out_of_the_store() {
+    use shoal_cache_core::invalidation::matcher;
+    use shoal_cache_core::wire::InvalidationTarget;
+    use shoal_cache_core::{Purge, status::NoStoreReason as R};
+    rt().block_on(async {
+        for policy in Policy::ALL {
+            let s: Store<CachedObject> = store(policy, 1 << 20);
+            let now = SystemTime::now();
+            let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+            let (other_tx, other_rx) = tokio::sync::oneshot::channel::<()>();
+            let fill = move |rx: tokio::sync::oneshot::Receiver<()>| {
+                let v = Arc::new(object(&[("cache-control", "max-age=60")], b"old", now));
+                move || async move {
+                    rx.await.ok();
+                    Ok::<_, std::io::Error>(Filled {
+                        value: v,
+                        storable: Ok(()),
+                    })
+                }
+            };
+            let s1 = s.clone();
+            let a = tokio::spawn(async move { s1.fill("h.test/a", fill(go_rx)).await });
+            let s2 = s.clone();
+            let b = tokio::spawn(async move { s2.fill("h.test/b", fill(other_rx)).await });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let target = InvalidationTarget::Keys(vec!["/a".into()]);
+            s.invalidate(matcher(&target), Purge::Remove).await;
+            go_tx.send(()).unwrap();
+            other_tx.send(()).unwrap();
+            let a = a.await.unwrap().unwrap();
+            assert_eq!(a.stored(), Err(R::Invalidated), "{policy}");
+            assert_eq!(&a.value().body[..], b"old", "{policy}: waiters still get it");
+            assert_eq!(b.await.unwrap().unwrap().stored(), Ok(()), "{policy}");
+            assert!(s.get("h.test/a").await.is_none(), "{policy}");
+            assert!(s.get("h.test/b").await.is_some(), "{policy}");
+            // A fill that starts after the invalidation stores as usual.
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tx.send(()).unwrap();
+            let again = s.fill("h.test/a", fill(rx)).await.unwrap();
+            assert_eq!(again.stored(), Ok(()), "{policy}");
+        }
+    })
+}
+
+/// A soft purge leaves the objects in place, stale from now on with their stale windows;
+/// a hard purge by tag drops exactly the tagged ones.
+#[test]
+fn soft_purge_marks_stale_and_tag_purge_drops_tagged() {
+    use shoal_cache_core::invalidation::matcher;
+    use shoal_cache_core::wire::InvalidationTarget;
+    use shoal_cache_core::Purge;
+    rt().block_on(async {
+        for policy in Policy::ALL {
+            let s: Store<CachedObject> = store(policy, 1 << 20);
+            let now = SystemTime::now();
+            let cc = [("cache-control", "max-age=600, stale-while-revalidate=30")];
+            for (k, tags) in [("h.test/p/1", vec!["x"]), ("h.test/p/2", vec![]), ("h.test/q", vec!["x"])] {
+                let mut o = object(&cc, b"body", now);
+                o.tags = tags.into_iter().map(String::from).collect();
+                s.insert(k.into(), Arc::new(o)).await.unwrap();
+            }
+            s.run_pending_tasks().await;
+            let soft = Purge::Replace(Box::new(|o: &CachedObject| {
+                let mut o = o.clone();
+                o.freshness.mark_stale(SystemTime::now());
+                o
+            }));
+            let prefix = InvalidationTarget::Prefix("/p/".into());
+            assert_eq!(s.invalidate(matcher(&prefix), soft).await, 2, "{policy}");
+            let later = SystemTime::now() + Duration::from_secs(1);
+            match s.lookup("h.test/p/1", later).await {
+                Lookup::Stale(_, FreshnessState::Stale { serve_while_revalidate, .. }) => {
+                    assert!(serve_while_revalidate, "{policy}: window kept")
+                }
+                other => panic!("{policy}: soft-purged object is {other:?}"),
+            }
+            assert!(matches!(s.lookup("h.test/q", later).await, Lookup::Fresh(_)), "{policy}");
+            let tag = InvalidationTarget::Tag("x".into());
+            assert_eq!(s.invalidate(matcher(&tag), Purge::Remove).await, 2, "{policy}");
+            s.run_pending_tasks().await;
+            assert!(s.get("h.test/p/1").await.is_none(), "{policy}");
+            assert!(s.get("h.test/q").await.is_none(), "{policy}");
+            assert!(s.get("h.test/p/2").await.is_some(), "{policy}");
+        }
+    })
+}

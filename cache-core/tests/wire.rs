@@ -62,13 +62,18 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         (
             any::<u64>(),
+            any::<bool>(),
             prop_oneof![
                 prop::collection::vec(s(), 0..5).prop_map(InvalidationTarget::Keys),
                 s().prop_map(InvalidationTarget::Prefix),
                 s().prop_map(InvalidationTarget::Tag),
             ]
         )
-            .prop_map(|(seq, target)| Message::Invalidate(Invalidation { seq, target })),
+            .prop_map(|(seq, soft, target)| Message::Invalidate(Invalidation {
+                seq,
+                target,
+                soft
+            })),
         (s(), any::<u64>()).prop_map(|(edge_id, seq)| Message::Ack(Ack { edge_id, seq })),
         (s(), s(), prop::option::of(s())).prop_map(|(edge_id, region, token)| {
             Message::Hello(Hello {
@@ -77,13 +82,26 @@ fn message() -> impl Strategy<Value = Message> {
                 token,
             })
         }),
-        (s(), s(), prop::option::of(any::<u64>())).prop_map(|(edge_id, region, last_applied)| {
-            Message::Subscribe(Subscribe {
-                edge_id,
-                region,
-                last_applied,
+        (
+            s(),
+            s(),
+            prop::option::of((any::<u64>(), any::<u64>()))
+        )
+            .prop_map(|(edge_id, region, resume)| {
+                Message::Subscribe(Subscribe {
+                    edge_id,
+                    region,
+                    resume: resume.map(|(epoch, seq)| Resume { epoch, seq }),
+                })
+            }),
+        (any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
+            |(epoch, seq, reset, heartbeat_ms)| Message::Subscribed(Subscribed {
+                epoch,
+                seq,
+                reset,
+                heartbeat_ms
             })
-        }),
+        ),
         (s(), any::<u64>(), any::<u64>()).prop_map(|(edge_id, seq, duration_ms)| Message::Lease(
             Lease {
                 edge_id,
