@@ -199,9 +199,8 @@ pub fn matcher(target: &InvalidationTarget) -> Matcher<CachedObject> {
                 let path = key_path(key);
                 paths.iter().any(|(p, q)| {
                     p == path
-                        && q.as_deref().is_none_or(|q| {
-                            key.split_once('?').map(|(_, kq)| kq) == Some(q)
-                        })
+                        && q.as_deref()
+                            .is_none_or(|q| key.split_once('?').map(|(_, kq)| kq) == Some(q))
                 })
             })
         }
@@ -320,16 +319,56 @@ mod tests {
             // Spelled the way keys are: decoded once, re-encoded one way.
             (keys(&["/%61"]), "h.test/a", &plain, true),
             (keys(&["//a/"]), "h.test/a", &plain, true),
-            (InvalidationTarget::Prefix("/img/".into()), "h.test/img/x.png", &plain, true),
-            (InvalidationTarget::Prefix("/img/".into()), "h.test/imgx", &plain, false),
-            (InvalidationTarget::Prefix("/img".into()), "h.test/imgx", &plain, true),
-            (InvalidationTarget::Prefix("/".into()), "h.test/anything", &plain, true),
-            (InvalidationTarget::Tag("home".into()), "h.test/a", &tagged, true),
-            (InvalidationTarget::Tag("hom".into()), "h.test/a", &tagged, false),
-            (InvalidationTarget::Tag("home".into()), "h.test/a", &plain, false),
+            (
+                InvalidationTarget::Prefix("/img/".into()),
+                "h.test/img/x.png",
+                &plain,
+                true,
+            ),
+            (
+                InvalidationTarget::Prefix("/img/".into()),
+                "h.test/imgx",
+                &plain,
+                false,
+            ),
+            (
+                InvalidationTarget::Prefix("/img".into()),
+                "h.test/imgx",
+                &plain,
+                true,
+            ),
+            (
+                InvalidationTarget::Prefix("/".into()),
+                "h.test/anything",
+                &plain,
+                true,
+            ),
+            (
+                InvalidationTarget::Tag("home".into()),
+                "h.test/a",
+                &tagged,
+                true,
+            ),
+            (
+                InvalidationTarget::Tag("hom".into()),
+                "h.test/a",
+                &tagged,
+                false,
+            ),
+            (
+                InvalidationTarget::Tag("home".into()),
+                "h.test/a",
+                &plain,
+                false,
+            ),
             // Not a path: everything goes.
             (keys(&["/../x"]), "h.test/a", &plain, true),
-            (InvalidationTarget::Prefix("nope".into()), "h.test/a", &plain, true),
+            (
+                InvalidationTarget::Prefix("nope".into()),
+                "h.test/a",
+                &plain,
+                true,
+            ),
         ];
         for (target, key, o, want) in cases {
             assert_eq!(matcher(target)(key, o), *want, "{target:?} on {key}");

@@ -24,7 +24,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next message, or `None` at a clean end of stream (between frames).
+    /// The next message, or `None` at a clean end of stream (between frames). Cancel-safe:
+    /// bytes read are kept in the buffer, so it can be a branch of `select!`.
     pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
         loop {
             match self.codec.decode(&self.buf) {

@@ -286,7 +286,10 @@ impl<V> S3Fifo<V> {
     }
 
     /// The entries `pred` names.
-    pub(crate) fn collect_if(&self, mut pred: impl FnMut(&str, &V) -> bool) -> Vec<(Arc<str>, Arc<V>)> {
+    pub(crate) fn collect_if(
+        &self,
+        mut pred: impl FnMut(&str, &V) -> bool,
+    ) -> Vec<(Arc<str>, Arc<V>)> {
         let st = self.read();
         st.map
             .iter()

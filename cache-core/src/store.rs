@@ -314,10 +314,9 @@ impl<V> Purges<V> {
             return false;
         }
         match self.recent.front() {
-            Some((oldest, _)) if *oldest <= since + 1 => self
-                .recent
-                .iter()
-                .any(|(g, m)| *g > since && m(key, value)),
+            Some((oldest, _)) if *oldest <= since + 1 => {
+                self.recent.iter().any(|(g, m)| *g > since && m(key, value))
+            }
             _ => true,
         }
     }
@@ -462,8 +461,11 @@ impl<V: Cacheable> Store<V> {
     /// Removes every entry whose key starts with `prefix`; returns how many.
     pub async fn remove_prefix(&self, prefix: &str) -> usize {
         let p = prefix.to_string();
-        self.invalidate(Arc::new(move |k: &str, _: &V| k.starts_with(&p)), Purge::Remove)
-            .await
+        self.invalidate(
+            Arc::new(move |k: &str, _: &V| k.starts_with(&p)),
+            Purge::Remove,
+        )
+        .await
     }
 
     /// Applies an invalidation: every entry `matcher` names is removed or replaced, and no
@@ -479,9 +481,7 @@ impl<V: Cacheable> Store<V> {
         if purges.recent.len() > RECENT_PURGES {
             purges.recent.pop_front();
         }
-        inner
-            .purge_generation
-            .store(generation, Ordering::Release);
+        inner.purge_generation.store(generation, Ordering::Release);
         let n = match (&inner.backend, &purge) {
             (Backend::S3(c), Purge::Remove) => c.remove_if(|k, v| matcher(k, v)),
             (Backend::S3(c), Purge::Replace(f)) => {

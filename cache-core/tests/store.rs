@@ -441,7 +441,11 @@ fn an_invalidation_during_a_fill_keeps_its_value_out_of_the_store() {
             other_tx.send(()).unwrap();
             let a = a.await.unwrap().unwrap();
             assert_eq!(a.stored(), Err(R::Invalidated), "{policy}");
-            assert_eq!(&a.value().body[..], b"old", "{policy}: waiters still get it");
+            assert_eq!(
+                &a.value().body[..],
+                b"old",
+                "{policy}: waiters still get it"
+            );
             assert_eq!(b.await.unwrap().unwrap().stored(), Ok(()), "{policy}");
             assert!(s.get("h.test/a").await.is_none(), "{policy}");
             assert!(s.get("h.test/b").await.is_some(), "{policy}");
@@ -458,15 +462,19 @@ fn an_invalidation_during_a_fill_keeps_its_value_out_of_the_store() {
 /// a hard purge by tag drops exactly the tagged ones.
 #[test]
 fn soft_purge_marks_stale_and_tag_purge_drops_tagged() {
+    use shoal_cache_core::Purge;
     use shoal_cache_core::invalidation::matcher;
     use shoal_cache_core::wire::InvalidationTarget;
-    use shoal_cache_core::Purge;
     rt().block_on(async {
         for policy in Policy::ALL {
             let s: Store<CachedObject> = store(policy, 1 << 20);
             let now = SystemTime::now();
             let cc = [("cache-control", "max-age=600, stale-while-revalidate=30")];
-            for (k, tags) in [("h.test/p/1", vec!["x"]), ("h.test/p/2", vec![]), ("h.test/q", vec!["x"])] {
+            for (k, tags) in [
+                ("h.test/p/1", vec!["x"]),
+                ("h.test/p/2", vec![]),
+                ("h.test/q", vec!["x"]),
+            ] {
                 let mut o = object(&cc, b"body", now);
                 o.tags = tags.into_iter().map(String::from).collect();
                 s.insert(k.into(), Arc::new(o)).await.unwrap();
@@ -481,14 +489,27 @@ fn soft_purge_marks_stale_and_tag_purge_drops_tagged() {
             assert_eq!(s.invalidate(matcher(&prefix), soft).await, 2, "{policy}");
             let later = SystemTime::now() + Duration::from_secs(1);
             match s.lookup("h.test/p/1", later).await {
-                Lookup::Stale(_, FreshnessState::Stale { serve_while_revalidate, .. }) => {
+                Lookup::Stale(
+                    _,
+                    FreshnessState::Stale {
+                        serve_while_revalidate,
+                        ..
+                    },
+                ) => {
                     assert!(serve_while_revalidate, "{policy}: window kept")
                 }
                 other => panic!("{policy}: soft-purged object is {other:?}"),
             }
-            assert!(matches!(s.lookup("h.test/q", later).await, Lookup::Fresh(_)), "{policy}");
+            assert!(
+                matches!(s.lookup("h.test/q", later).await, Lookup::Fresh(_)),
+                "{policy}"
+            );
             let tag = InvalidationTarget::Tag("x".into());
-            assert_eq!(s.invalidate(matcher(&tag), Purge::Remove).await, 2, "{policy}");
+            assert_eq!(
+                s.invalidate(matcher(&tag), Purge::Remove).await,
+                2,
+                "{policy}"
+            );
             s.run_pending_tasks().await;
             assert!(s.get("h.test/p/1").await.is_none(), "{policy}");
             assert!(s.get("h.test/q").await.is_none(), "{policy}");

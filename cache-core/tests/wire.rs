@@ -82,18 +82,15 @@ fn message() -> impl Strategy<Value = Message> {
                 token,
             })
         }),
-        (
-            s(),
-            s(),
-            prop::option::of((any::<u64>(), any::<u64>()))
-        )
-            .prop_map(|(edge_id, region, resume)| {
+        (s(), s(), prop::option::of((any::<u64>(), any::<u64>()))).prop_map(
+            |(edge_id, region, resume)| {
                 Message::Subscribe(Subscribe {
                     edge_id,
                     region,
                     resume: resume.map(|(epoch, seq)| Resume { epoch, seq }),
                 })
-            }),
+            }
+        ),
         (any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
             |(epoch, seq, reset, heartbeat_ms)| Message::Subscribed(Subscribed {
                 epoch,

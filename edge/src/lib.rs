@@ -26,6 +26,7 @@
 //!
 //! - `request/`: the phases, each a module with its own tests ([`request`] has the
 //!   per-request context and the one place that records metrics and spans).
+//! - `invalidation`: the subscription to the origin's invalidations, applied to the cache.
 //! - [`upstream`]: the origin link: the `Origin` seam, the QUIC client and its link
 //!   state, certificate pins ([`upstream::pin`]) and the circuit breaker.
 //! - [`config`]: [`EdgeConfig`] (typed TOML) and [`EdgeFlags`] (command-line overrides).
@@ -52,6 +53,7 @@ use tracing::{info, warn};
 pub mod config;
 pub mod error;
 mod headers;
+mod invalidation;
 pub mod metrics;
 mod peers;
 pub mod request;
@@ -112,6 +114,7 @@ impl Edge {
             upstream::LinkSettings::from_config(&config)?,
         )?);
         let state = Arc::new(EdgeState::new(config, link.clone())?);
+        link.hold_fetches_until_following();
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         // Reach the origin at start and whenever the link drops, so readiness reflects it
@@ -120,6 +123,11 @@ impl Edge {
             link.clone()
                 .maintain(cancel.clone(), Duration::from_millis(500)),
         );
+        tasks.spawn(invalidation::follow(
+            link.clone(),
+            state.clone(),
+            cancel.clone(),
+        ));
         // Rate-limiter entries of clients that went quiet are dropped now and then.
         let (st, c) = (state.clone(), cancel.clone());
         tasks.spawn(async move {
@@ -157,10 +165,16 @@ impl Edge {
         &self.state.config.node_id
     }
 
-    /// Ready for traffic: the origin link is up and the edge is not draining (what
+    /// Ready for traffic: the origin link is up, the first invalidation subscription has
+    /// been answered, and the edge is not draining (what
     /// `/readyz` answers). Reads published state only, so it answers at once.
     pub fn is_ready(&self) -> bool {
         ready(&self.state).is_ok()
+    }
+
+    /// Invalidations from the origin applied so far.
+    pub fn invalidations_applied(&self) -> u64 {
+        self.state.metrics.invalidations_applied()
     }
 
     /// Cache counters.
@@ -219,6 +233,9 @@ fn ready(st: &EdgeState) -> Result<(), &'static str> {
     }
     if !st.origin.is_up() {
         return Err("origin not reached\n");
+    }
+    if !st.following.load(Ordering::Acquire) {
+        return Err("not yet subscribed to invalidations\n");
     }
     Ok(())
 }

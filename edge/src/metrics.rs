@@ -42,6 +42,10 @@ pub struct Metrics {
     cache_bytes: Gauge,
     cache_entries: Gauge,
     evictions: Family<CauseLabels, Gauge>,
+    invalidations: Counter,
+    invalidation_resets: Counter,
+    invalidation_seq: Gauge,
+    subscribed: Gauge,
 }
 
 /// Registers `metric` under `name` and returns the handle kept for recording.
@@ -89,6 +93,30 @@ impl Default for Metrics {
             ),
             cache_entries: registered(r, "cache_entries", "Entries held", Gauge::default()),
             evictions: registered(r, "cache_evictions", evictions, Family::default()),
+            invalidations: registered(
+                r,
+                "invalidations_applied",
+                "Invalidations from the origin applied to the cache",
+                Counter::default(),
+            ),
+            invalidation_resets: registered(
+                r,
+                "invalidation_resets",
+                "Times the whole cache was dropped because the origin's log could not replay what this edge missed",
+                Counter::default(),
+            ),
+            invalidation_seq: registered(
+                r,
+                "invalidation_seq",
+                "Last invalidation sequence number applied",
+                Gauge::default(),
+            ),
+            subscribed: registered(
+                r,
+                "invalidation_subscribed",
+                "1 while the invalidation subscription to the origin is live",
+                Gauge::default(),
+            ),
             registry: std::mem::take(r),
         }
     }
@@ -128,6 +156,30 @@ impl Metrics {
         self.peer_forwards
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// An invalidation was applied; the position is now `seq`.
+    pub fn invalidation(&self, seq: u64) {
+        self.invalidations.inc();
+        self.invalidation_seq
+            .set(i64::try_from(seq).unwrap_or(i64::MAX));
+    }
+
+    /// The cache was dropped on a reset; the position is now `seq`.
+    pub fn invalidation_reset(&self, seq: u64) {
+        self.invalidation_resets.inc();
+        self.invalidation_seq
+            .set(i64::try_from(seq).unwrap_or(i64::MAX));
+    }
+
+    /// The subscription went live or ended.
+    pub fn subscribed(&self, live: bool) {
+        self.subscribed.set(i64::from(live));
+    }
+
+    /// Invalidations applied so far.
+    pub fn invalidations_applied(&self) -> u64 {
+        self.invalidations.get()
     }
 
     /// The Prometheus exposition, with cache gauges taken from `stats`.

@@ -31,6 +31,10 @@ pub(crate) struct EdgeState {
     pub(crate) metrics: Metrics,
     /// Set at shutdown: readiness turns false before listeners close.
     pub(crate) draining: AtomicBool,
+    /// Set once the first invalidation subscription has been answered (and the cache reset
+    /// to match it): not ready before, so no client is served from a cache about to be
+    /// dropped.
+    pub(crate) following: AtomicBool,
     /// `X-Shoal-Node` value, built once.
     pub(crate) node_header: HeaderValue,
     pub(crate) date: DateCache,
@@ -66,6 +70,7 @@ impl EdgeState {
             ),
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
+            following: AtomicBool::new(false),
             node_header,
             date: DateCache::default(),
             config,

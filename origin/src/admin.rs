@@ -1,8 +1,15 @@
 //! The origin's HTTP admin API: object writes (bearer token), `/metrics`, `/healthz`.
 //!
-//! - `PUT /objects/{path}`: store the body at `/{path}`; `Content-Type` is kept. 201 with
-//!   the new version and ETag.
+//! - `PUT /objects/{path}`: store the body at `/{path}`; `Content-Type` and
+//!   `Surrogate-Key` are kept. 201 with the new version, ETag and invalidation sequence.
 //! - `DELETE /objects/{path}`: 204, or 404 if there was no in-memory object.
+//! - `POST /purge`: a JSON body naming exactly one of `keys` (paths; with a query, that
+//!   variant only), `prefix` or `tag`, and optionally `"soft": true` (mark stale instead of
+//!   dropping) and `"wait": true` (answer once every subscribed edge has applied it, or
+//!   `purge_wait` has passed). Answers `{"seq", "subscribers", "acked"}`: 200 when applied
+//!   everywhere (or not waited for: 202).
+//!
+//! Every write and delete invalidates its path at every edge, like a purge.
 //! - Without a valid `Authorization: Bearer <token>`: 401 and nothing changes; with no token
 //!   configured, writes are disabled (403).
 //!
@@ -20,7 +27,9 @@ use axum::extract::{DefaultBodyLimit, Request, State as AxState};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use shoal_cache_core::wire::InvalidationTarget;
 
 use crate::State;
 use crate::error::OriginError;
@@ -29,12 +38,21 @@ pub(crate) fn router(state: Arc<State>) -> Router {
     let limit = state.config.max_object_bytes;
     Router::new()
         .route("/objects/{*path}", put(put_object).delete(delete_object))
+        .route(
+            "/purge",
+            post(purge).layer(DefaultBodyLimit::max(MAX_PURGE_BODY)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
+
+/// Largest purge request body.
+const MAX_PURGE_BODY: usize = 256 * 1024;
+/// Most keys one purge may name.
+const MAX_PURGE_KEYS: usize = 1000;
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (
@@ -114,6 +132,21 @@ fn object_path(uri: &Uri) -> &str {
     uri.path().strip_prefix("/objects").unwrap_or("/")
 }
 
+/// A `Surrogate-Key` value's tags, or why it is not one.
+fn tags(headers: &HeaderMap) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for v in headers.get_all("surrogate-key") {
+        let v = v
+            .to_str()
+            .map_err(|_| "Surrogate-Key is not visible ASCII".to_string())?;
+        out.extend(v.split_ascii_whitespace().map(str::to_string));
+    }
+    if out.len() > 64 || out.iter().any(|t| t.len() > 256) {
+        return Err("Surrogate-Key: at most 64 tags of at most 256 bytes".into());
+    }
+    Ok(out)
+}
+
 async fn put_object(
     AxState(state): AxState<Arc<State>>,
     uri: Uri,
@@ -124,11 +157,19 @@ async fn put_object(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    match state.store.put(object_path(&uri), body, ct) {
-        Ok(o) => (
+    let tags = match tags(&headers) {
+        Ok(t) => t,
+        Err(why) => return text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+    };
+    let writer = crate::Writer { state };
+    match writer.put(object_path(&uri), body, ct, tags) {
+        Ok((o, inv)) => (
             StatusCode::CREATED,
             [(header::ETAG, o.etag.clone())],
-            format!("{{\"version\":{},\"etag\":{:?}}}\n", o.version, o.etag),
+            format!(
+                "{{\"version\":{},\"etag\":{:?},\"seq\":{}}}\n",
+                o.version, o.etag, inv.seq
+            ),
         )
             .into_response(),
         Err(e @ OriginError::BadPath { .. }) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
@@ -138,11 +179,118 @@ async fn put_object(
 
 async fn delete_object(AxState(state): AxState<Arc<State>>, uri: Uri) -> Response {
     let path = object_path(&uri);
-    match state.store.delete(path) {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => text(StatusCode::NOT_FOUND, format!("no object at {path}\n")),
+    let writer = crate::Writer { state };
+    match writer.delete(path) {
+        Ok((true, _)) => StatusCode::NO_CONTENT.into_response(),
+        Ok((false, _)) => text(StatusCode::NOT_FOUND, format!("no object at {path}\n")),
         Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
+}
+
+/// The body of `POST /purge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    #[serde(default)]
+    keys: Vec<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    soft: bool,
+    #[serde(default)]
+    wait: bool,
+}
+
+impl PurgeRequest {
+    /// The one target the request names, checked.
+    fn target(self) -> Result<InvalidationTarget, String> {
+        let named = usize::from(!self.keys.is_empty())
+            + usize::from(self.prefix.is_some())
+            + usize::from(self.tag.is_some());
+        if named != 1 {
+            return Err("name exactly one of keys, prefix or tag".into());
+        }
+        let path = |p: &str| -> Result<String, String> {
+            let (path, query) = match p.split_once('?') {
+                Some((a, q)) => (a, Some(q)),
+                None => (p, None),
+            };
+            let mut norm = crate::store::safe_path(path).map_err(|e| e.to_string())?;
+            if let Some(q) = query {
+                norm.push('?');
+                norm.push_str(q);
+            }
+            Ok(norm)
+        };
+        if let Some(prefix) = self.prefix {
+            // A prefix keeps its trailing slash: "/img/" must not name "/imgx".
+            let mut p = path(&prefix)?;
+            if prefix.len() > 1 && prefix.ends_with('/') && !p.ends_with('/') {
+                p.push('/');
+            }
+            return Ok(InvalidationTarget::Prefix(p));
+        }
+        if let Some(tag) = self.tag {
+            if tag.is_empty() || tag.len() > 256 || !tag.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("tag must be 1 to 256 visible ASCII characters".into());
+            }
+            return Ok(InvalidationTarget::Tag(tag));
+        }
+        if self.keys.len() > MAX_PURGE_KEYS {
+            return Err(format!("at most {MAX_PURGE_KEYS} keys per purge"));
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| path(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InvalidationTarget::Keys(keys))
+    }
+}
+
+async fn purge(AxState(state): AxState<Arc<State>>, body: Bytes) -> Response {
+    let req: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("purge body: {e}\n")),
+    };
+    let (soft, wait) = (req.soft, req.wait);
+    let target = match req.target() {
+        Ok(t) => t,
+        Err(why) => return text(StatusCode::BAD_REQUEST, format!("purge: {why}\n")),
+    };
+    let limit = state.config.purge_wait.get();
+    let writer = crate::Writer { state };
+    let inv = writer.purge(target, soft);
+    let (status, applied) = if wait {
+        let a = writer.wait_applied(inv.seq, limit).await;
+        let all = a.acked == a.subscribers;
+        (
+            if all {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            },
+            a,
+        )
+    } else {
+        let n = writer.subscribers();
+        (
+            StatusCode::ACCEPTED,
+            crate::Applied {
+                subscribers: n,
+                acked: 0,
+            },
+        )
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            "{{\"seq\":{},\"subscribers\":{},\"acked\":{}}}\n",
+            inv.seq, applied.subscribers, applied.acked
+        ),
+    )
+        .into_response()
 }
 
 async fn metrics(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {

@@ -57,6 +57,14 @@ pub struct OriginConfig {
     pub default_cache_control: String,
     /// Largest object accepted by PUT, in bytes. Default 256 MiB.
     pub max_object_bytes: usize,
+    /// Invalidations kept for edges that reconnect: one that missed more is reset (drops
+    /// everything it holds). Default 10,000.
+    pub invalidation_log: usize,
+    /// Heartbeat interval of invalidation subscriptions; three silent intervals end one.
+    /// Default 500 ms.
+    pub heartbeat: shoal_cache_core::size::HumanDuration,
+    /// How long a purge with `wait` waits for every subscribed edge. Default 5 s.
+    pub purge_wait: shoal_cache_core::size::HumanDuration,
 }
 
 impl Default for OriginConfig {
@@ -91,6 +99,9 @@ impl Default for OriginConfig {
             .collect(),
             default_cache_control: "public, max-age=60".into(),
             max_object_bytes: 256 << 20,
+            invalidation_log: 10_000,
+            heartbeat: shoal_cache_core::size::HumanDuration::millis(500),
+            purge_wait: shoal_cache_core::size::HumanDuration::secs(5),
         }
     }
 }
@@ -173,6 +184,16 @@ impl OriginConfig {
             .map_err(|e| OriginError::Config(e.to_string()))?;
         if self.edge_token.as_deref() == Some("") {
             return Err(OriginError::Config("edge_token must not be empty".into()));
+        }
+        if self.heartbeat.get().is_zero() || self.purge_wait.get().is_zero() {
+            return Err(OriginError::Config(
+                "heartbeat and purge_wait must be positive".into(),
+            ));
+        }
+        if self.invalidation_log == 0 {
+            return Err(OriginError::Config(
+                "invalidation_log must keep at least one entry".into(),
+            ));
         }
         if self.admin_token.as_deref() == Some("") {
             return Err(OriginError::Config("admin_token must not be empty".into()));

@@ -9,19 +9,22 @@
 //! - [`store`]: versioned objects in memory over a read-only content directory; path safety.
 //! - [`tls`]: certificate loading or generation, fingerprints, QUIC server config.
 //! - `server`: the QUIC accept loop; one bidirectional stream per fetch.
-//! - `admin`: PUT/DELETE of objects (bearer token), `/metrics`, `/healthz`.
+//! - `admin`: PUT/DELETE of objects and purges (bearer token), `/metrics`, `/healthz`.
+//! - [`invalidation`]: the invalidation log, the live feed to edges, acknowledgements.
 //! - [`metrics`]: Prometheus metric families.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
+use shoal_cache_core::wire::{Invalidation, InvalidationTarget};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod admin;
 pub mod config;
 pub mod error;
+pub mod invalidation;
 pub mod metrics;
 mod server;
 pub mod store;
@@ -29,6 +32,7 @@ pub mod tls;
 
 pub use config::{CacheRule, OriginConfig, OriginFlags};
 pub use error::OriginError;
+pub use invalidation::{Applied, Invalidator};
 pub use store::ObjectStore;
 
 /// Constant-time comparison of secrets, so timing does not reveal how much of one matched.
@@ -43,6 +47,70 @@ pub(crate) struct State {
     config: OriginConfig,
     store: Arc<ObjectStore>,
     metrics: Arc<metrics::Metrics>,
+    invalidator: Arc<Invalidator>,
+}
+
+impl State {
+    /// Appends an invalidation, after the change it announces has been made.
+    fn invalidate(&self, target: InvalidationTarget, soft: bool) -> Invalidation {
+        self.metrics.invalidation();
+        self.invalidator.publish(target, soft)
+    }
+}
+
+/// Writes, deletes and purges: each changes the store (if it is a write) and then appends
+/// an invalidation, so an edge told of it and refetching sees the change.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    state: Arc<State>,
+}
+
+impl Writer {
+    /// Stores an object (with surrogate keys) and invalidates its path at every edge.
+    pub fn put(
+        &self,
+        path: &str,
+        body: bytes::Bytes,
+        content_type: Option<String>,
+        tags: Vec<String>,
+    ) -> Result<(Arc<store::Object>, Invalidation), OriginError> {
+        let obj = self
+            .state
+            .store
+            .put_tagged(path, body, content_type, tags)?;
+        let path = store::safe_path(path)?;
+        Ok((
+            obj,
+            self.state
+                .invalidate(InvalidationTarget::Keys(vec![path]), false),
+        ))
+    }
+
+    /// Deletes an in-memory object and invalidates its path; whether it existed.
+    pub fn delete(&self, path: &str) -> Result<(bool, Invalidation), OriginError> {
+        let existed = self.state.store.delete(path)?;
+        let path = store::safe_path(path)?;
+        Ok((
+            existed,
+            self.state
+                .invalidate(InvalidationTarget::Keys(vec![path]), false),
+        ))
+    }
+
+    /// Purges what `target` names at every edge (soft: marks it stale).
+    pub fn purge(&self, target: InvalidationTarget, soft: bool) -> Invalidation {
+        self.state.invalidate(target, soft)
+    }
+
+    /// Waits until every subscribed edge has applied `seq`, at most `limit`.
+    pub async fn wait_applied(&self, seq: u64, limit: std::time::Duration) -> Applied {
+        self.state.invalidator.wait_applied(seq, limit).await
+    }
+
+    /// Edges subscribed now.
+    pub fn subscribers(&self) -> usize {
+        self.state.invalidator.subscriber_count()
+    }
 }
 
 /// A running origin.
@@ -60,6 +128,8 @@ pub struct Origin {
     pub store: Arc<ObjectStore>,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Writes and purges that edges are told of.
+    pub writer: Writer,
     cancel: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -99,11 +169,19 @@ impl Origin {
             None => Arc::new(ObjectStore::new(config.content_dir.clone())?),
         };
         let metrics = Arc::new(metrics::Metrics::default());
+        let invalidator = Arc::new(Invalidator::new(
+            config.invalidation_log,
+            config.heartbeat.get(),
+        ));
         let state = Arc::new(State {
             config,
             store: store.clone(),
             metrics: metrics.clone(),
+            invalidator,
         });
+        let writer = Writer {
+            state: state.clone(),
+        };
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(server::serve(endpoint, state.clone(), cancel.clone()));
@@ -124,6 +202,7 @@ impl Origin {
             fingerprint,
             store,
             metrics,
+            writer,
             cancel,
             tasks,
         })

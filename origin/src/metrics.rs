@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -46,6 +47,8 @@ pub struct Metrics {
     fetches: Family<ResultLabels, Counter>,
     bytes: Counter,
     latency: Histogram,
+    invalidations: Counter,
+    subscribers: Gauge,
 }
 
 impl Default for Metrics {
@@ -61,11 +64,25 @@ impl Default for Metrics {
             "Time to serve a fetch, from request to last byte",
             latency.clone(),
         );
+        let invalidations = Counter::default();
+        let subscribers = Gauge::default();
+        registry.register(
+            "invalidations",
+            "Invalidations appended to the log (writes, deletes, purges)",
+            invalidations.clone(),
+        );
+        registry.register(
+            "subscribers",
+            "Edges subscribed to invalidations now",
+            subscribers.clone(),
+        );
         Self {
             registry,
             fetches,
             bytes,
             latency,
+            invalidations,
+            subscribers,
         }
     }
 }
@@ -85,6 +102,16 @@ impl Metrics {
     /// Records how long a fetch took, request to last byte.
     pub fn latency(&self, seconds: f64) {
         self.latency.observe(seconds);
+    }
+
+    /// Counts one invalidation.
+    pub fn invalidation(&self) {
+        self.invalidations.inc();
+    }
+
+    /// Sets the number of subscribed edges.
+    pub fn subscribers(&self, n: usize) {
+        self.subscribers.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Fetches so far with `result`.

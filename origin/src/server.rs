@@ -1,18 +1,27 @@
-//! The QUIC server: one bidirectional stream per fetch.
+//! The QUIC server: one bidirectional stream per fetch, and one long-lived stream per edge
+//! for invalidations.
 //!
-//! The edge sends one [`Message::Fetch`] frame and finishes its side. The origin answers with
-//! a [`Message::ResponseHead`] followed by body chunks of at most 64 KiB (so a large segment
-//! never sits whole in one message), or a [`Message::NotModified`] when the edge's ETag still
-//! matches, then finishes the stream.
+//! **Fetch.** The edge sends one [`Message::Fetch`] frame and finishes its side. The origin
+//! answers with a [`Message::ResponseHead`] followed by body chunks of at most 64 KiB (so a
+//! large segment never sits whole in one message), or a [`Message::NotModified`] when the
+//! edge's ETag still matches, then finishes the stream.
+//!
+//! **Subscription.** The edge sends [`Message::Subscribe`] with its position in the log and
+//! keeps its side open. The origin answers [`Message::Subscribed`] (epoch, newest sequence
+//! number, whether the edge must reset), replays what the edge missed, then sends live
+//! [`Message::Invalidate`]s. The edge answers each with an [`Message::Ack`]; both sides
+//! send a [`Message::Heartbeat`] every `heartbeat`, and either ends the stream after three
+//! silent intervals.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use shoal_cache_core::io::write_frame;
+use shoal_cache_core::invalidation::Replay;
+use shoal_cache_core::io::{FrameReader, write_frame};
 use shoal_cache_core::wire::{
-    Ack, BodyChunk, BodyLength, ErrorCode, ErrorMessage, FetchRequest, FrameCodec, Hello,
-    MAX_CHUNK, Message, NotModified, ResponseHead,
+    Ack, BodyChunk, BodyLength, ErrorCode, ErrorMessage, FetchRequest, FrameCodec, Heartbeat,
+    Hello, Invalidation, MAX_CHUNK, Message, NotModified, ResponseHead, Subscribe, Subscribed,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -112,8 +121,11 @@ async fn hello(conn: &quinn::Connection, state: &State) -> Result<Hello, OriginE
 
 async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: CancellationToken) {
     // Nothing is served before the edge has said who it is and shown its token.
-    match tokio::time::timeout(HELLO_TIMEOUT, hello(&conn, &state)).await {
-        Ok(Ok(h)) => debug!(edge = %h.edge_id, region = %h.region, "edge connected"),
+    let edge_id = match tokio::time::timeout(HELLO_TIMEOUT, hello(&conn, &state)).await {
+        Ok(Ok(h)) => {
+            debug!(edge = %h.edge_id, region = %h.region, "edge connected");
+            Arc::<str>::from(h.edge_id)
+        }
         Ok(Err(e)) => {
             warn!("refusing connection: {e}");
             // Let the refusal reach the edge before the close does.
@@ -125,7 +137,7 @@ async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: Cancella
             conn.close(1u32.into(), b"no hello");
             return;
         }
-    }
+    };
     loop {
         let stream = tokio::select! {
             () = cancel.cancelled() => return,
@@ -134,9 +146,10 @@ async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: Cancella
         match stream {
             Ok((send, recv)) => {
                 let state = state.clone();
+                let (edge_id, cancel) = (edge_id.clone(), cancel.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = fetch_stream(send, recv, &state).await {
-                        debug!("fetch stream: {e}");
+                    if let Err(e) = serve_stream(send, recv, &state, &edge_id, cancel).await {
+                        debug!("stream: {e}");
                     }
                 });
             }
@@ -148,39 +161,35 @@ async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: Cancella
     }
 }
 
-async fn fetch_stream(
+/// One stream: a fetch or a subscription, as its first frame says.
+async fn serve_stream(
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     state: &State,
+    edge_id: &str,
+    cancel: CancellationToken,
 ) -> Result<(), OriginError> {
     let started = Instant::now();
     let codec = FrameCodec::default();
-    let raw = recv
-        .read_to_end(MAX_REQUEST)
-        .await
-        .map_err(|e| OriginError::Transport(e.to_string()))?;
-    let fetch = match codec.decode(&raw) {
-        Ok((Message::Fetch(f), _)) => f,
-        Ok((other, _)) => {
-            let msg = format!("expected a fetch request, got {}", other.name());
+    let mut reader = FrameReader::new(recv, FrameCodec::new(MAX_REQUEST));
+    let first = reader.next().await;
+    let fetch = match first {
+        Ok(Some(Message::Fetch(f))) => f,
+        Ok(Some(Message::Subscribe(s))) => {
+            return subscription(send, reader, s, state, edge_id, cancel).await;
+        }
+        other => {
+            let msg = match other {
+                Ok(Some(m)) => format!("expected Fetch or Subscribe, got {}", m.name()),
+                Ok(None) => "empty stream".to_string(),
+                Err(e) => e.to_string(),
+            };
             return reply_error(
                 &mut send,
                 &codec,
                 None,
                 ErrorCode::BadRequest,
                 msg,
-                state,
-                started,
-            )
-            .await;
-        }
-        Err(e) => {
-            return reply_error(
-                &mut send,
-                &codec,
-                None,
-                ErrorCode::BadRequest,
-                e.to_string(),
                 state,
                 started,
             )
@@ -195,6 +204,128 @@ async fn fetch_stream(
     send.finish()
         .map_err(|e| OriginError::Transport(e.to_string()))?;
     state.metrics.latency(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Serves one edge's subscription until it ends, then forgets the subscriber.
+async fn subscription(
+    mut send: quinn::SendStream,
+    mut reader: FrameReader<quinn::RecvStream>,
+    sub: Subscribe,
+    state: &State,
+    edge_id: &str,
+    cancel: CancellationToken,
+) -> Result<(), OriginError> {
+    let inv = &state.invalidator;
+    // The connection's Hello named the edge; a Subscribe cannot speak for another.
+    let start = inv.subscribe(edge_id, sub.resume);
+    let id = start.id;
+    state.metrics.subscribers(inv.subscriber_count());
+    let r = follow(&mut send, &mut reader, start, sub, state, cancel).await;
+    inv.unsubscribe(id);
+    state.metrics.subscribers(inv.subscriber_count());
+    if r.is_err() {
+        let _ = send.reset(1u32.into());
+    } else {
+        let _ = send.finish();
+    }
+    r
+}
+
+async fn follow(
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader<quinn::RecvStream>,
+    start: crate::invalidation::Start,
+    sub: Subscribe,
+    state: &State,
+    cancel: CancellationToken,
+) -> Result<(), OriginError> {
+    let codec = FrameCodec::default();
+    let inv = &state.invalidator;
+    let beat = inv.heartbeat;
+    let reset = matches!(start.replay, Replay::Reset);
+    debug!(edge = %sub.edge_id, region = %sub.region, reset, seq = start.last_seq, "subscribed");
+    write_frame(
+        send,
+        &codec,
+        &Message::Subscribed(Subscribed {
+            epoch: start.epoch,
+            seq: start.last_seq,
+            reset,
+            heartbeat_ms: beat.as_millis() as u64,
+        }),
+    )
+    .await?;
+    let mut sent = match (&start.replay, sub.resume) {
+        (Replay::Entries(_), Some(r)) => r.seq,
+        _ => start.last_seq,
+    };
+    if let Replay::Entries(missed) = start.replay {
+        send_all(send, &codec, missed, &mut sent).await?;
+    }
+    let mut live = start.live;
+    let mut ticker = tokio::time::interval(beat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            m = live.recv() => match m {
+                Ok(i) => send_all(send, &codec, vec![i], &mut sent).await?,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    match inv.catch_up(start.epoch, sent) {
+                        Replay::Entries(missed) => send_all(send, &codec, missed, &mut sent).await?,
+                        // Ending the stream makes the edge resubscribe, and be reset.
+                        Replay::Reset => {
+                            return Err(OriginError::Transport("subscriber fell behind the log".into()))
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = ticker.tick() => {
+                if heard.elapsed() > beat * 3 {
+                    return Err(OriginError::Transport(format!(
+                        "no heartbeat from {} for {:?}", sub.edge_id, heard.elapsed()
+                    )));
+                }
+                let hb = Message::Heartbeat(Heartbeat { seq: sent });
+                write_frame(send, &codec, &hb).await?;
+            }
+            // Cancel-safe (see FrameReader::next).
+            m = reader.next() => match m {
+                Ok(Some(Message::Ack(a))) => {
+                    heard = Instant::now();
+                    inv.ack(start.id, a.seq);
+                }
+                Ok(Some(Message::Heartbeat(_))) => heard = Instant::now(),
+                Ok(Some(other)) => {
+                    return Err(OriginError::Transport(format!(
+                        "{} on a subscription stream", other.name()
+                    )))
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(OriginError::Transport(e.to_string())),
+            },
+        }
+    }
+}
+
+/// Sends the entries after `sent` (a replay may overlap the live feed), advancing `sent`.
+async fn send_all(
+    send: &mut quinn::SendStream,
+    codec: &FrameCodec,
+    entries: Vec<Invalidation>,
+    sent: &mut u64,
+) -> Result<(), OriginError> {
+    for i in entries {
+        if i.seq <= *sent {
+            continue;
+        }
+        let seq = i.seq;
+        write_frame(send, codec, &Message::Invalidate(i)).await?;
+        *sent = seq;
+    }
     Ok(())
 }
 
@@ -253,12 +384,15 @@ async fn respond(
     let (result, head, body) = match state.store.get(path).await {
         Ok(obj) => {
             let cc = state.config.cache_control(path).to_string();
-            let headers = vec![
+            let mut headers = vec![
                 ("content-type".into(), obj.content_type.clone()),
                 ("cache-control".into(), cc),
                 ("etag".into(), obj.etag.clone()),
                 ("date".into(), httpdate_now()),
             ];
+            if !obj.tags.is_empty() {
+                headers.push(("surrogate-key".into(), obj.tags.join(" ")));
+            }
             if f.if_none_match.as_deref() == Some(obj.etag.as_str()) {
                 let nm = Message::NotModified(NotModified {
                     request_id: f.request_id,

@@ -55,6 +55,8 @@ pub struct Object {
     pub etag: String,
     /// Media type.
     pub content_type: String,
+    /// Surrogate keys (tags) a purge can name it by; sent as `Surrogate-Key`.
+    pub tags: Vec<String>,
 }
 
 impl Object {
@@ -65,6 +67,7 @@ impl Object {
             body: Body::Memory(body),
             version,
             content_type,
+            tags: Vec::new(),
         }
     }
 }
@@ -133,10 +136,23 @@ impl ObjectStore {
         body: Bytes,
         content_type: Option<String>,
     ) -> Result<Arc<Object>, OriginError> {
+        self.put_tagged(path, body, content_type, Vec::new())
+    }
+
+    /// Writes an object carrying surrogate keys.
+    pub fn put_tagged(
+        &self,
+        path: &str,
+        body: Bytes,
+        content_type: Option<String>,
+        tags: Vec<String>,
+    ) -> Result<Arc<Object>, OriginError> {
         let path = safe_path(path)?;
         let version = self.next_version.fetch_add(1, Ordering::SeqCst);
         let ct = content_type.unwrap_or_else(|| content_type_for(&path).to_string());
-        let obj = Arc::new(Object::new(body, version, ct));
+        let mut obj = Object::new(body, version, ct);
+        obj.tags = tags;
+        let obj = Arc::new(obj);
         self.memory
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -218,6 +234,7 @@ impl ObjectStore {
             },
             version: mtime.as_secs(),
             content_type: content_type_for(path).to_string(),
+            tags: Vec::new(),
         }))
     }
 }

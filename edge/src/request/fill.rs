@@ -264,6 +264,8 @@ impl<'a> Rules<'a> {
         body: Bytes,
         exchange: Exchange,
     ) -> (CachedObject, Result<(), NoStoreReason>) {
+        // Surrogate keys are indexed, never sent on: `keep` drops the header.
+        let tags = shoal_cache_core::invalidation::surrogate_keys(&head.headers);
         let headers = headers::keep(head.headers);
         let negative = self.negative_ttl.get(&head.status).map(|d| d.get());
         let fr = match negative.filter(|_| head.status >= 400) {
@@ -281,7 +283,7 @@ impl<'a> Rules<'a> {
             etag,
             version: head.version,
             freshness: fr,
-            tags: Vec::new(),
+            tags,
         };
         (obj, storable)
     }

@@ -160,7 +160,7 @@ impl LinkSettings {
 
 /// The published state of the link.
 #[derive(Debug, Clone)]
-enum Link {
+pub(crate) enum Link {
     /// The first attempt has not finished.
     Connecting,
     /// Connected.
@@ -175,6 +175,10 @@ pub struct OriginClient {
     endpoint: quinn::Endpoint,
     settings: LinkSettings,
     link: watch::Sender<Link>,
+    /// False until the first invalidation subscription is live, in an edge: fetches wait for
+    /// it (within the connect timeout), so nothing is cached that an unfollowed invalidation
+    /// could have made stale.
+    following: watch::Sender<bool>,
     breaker: Breaker,
     codec: FrameCodec,
     next_id: AtomicU64,
@@ -219,9 +223,31 @@ impl OriginClient {
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
             settings,
             link: watch::Sender::new(Link::Connecting),
+            following: watch::Sender::new(true),
             codec: FrameCodec::default(),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// The link's state, as it changes: the invalidation subscription follows it.
+    pub(crate) fn link(&self) -> watch::Receiver<Link> {
+        self.link.subscribe()
+    }
+
+    /// Holds fetches until [`Self::set_following`] (an edge that follows invalidations
+    /// calls this before connecting; a bare client fetches at once).
+    pub(crate) fn hold_fetches_until_following(&self) {
+        self.following.send_replace(false);
+    }
+
+    /// The first invalidation subscription is live: fetches may go ahead.
+    pub(crate) fn set_following(&self) {
+        self.following.send_replace(true);
+    }
+
+    /// This edge's id and region, as the origin knows them.
+    pub(crate) fn identity(&self) -> (&str, &str) {
+        (&self.settings.edge_id, &self.settings.region)
     }
 
     /// The local UDP address of the QUIC endpoint.
@@ -306,13 +332,14 @@ impl OriginClient {
         }
     }
 
-    /// The connection to use now; waits only while the first attempt is under way.
+    /// The connection to use now; waits only while the first attempt (and the first
+    /// invalidation subscription) is under way.
     async fn connection(&self) -> Result<quinn::Connection, EdgeError> {
         let mut rx = self.link.subscribe();
         let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
-        loop {
+        let conn = loop {
             match &*rx.borrow_and_update() {
-                Link::Up(c) if c.close_reason().is_none() => return Ok(c.clone()),
+                Link::Up(c) if c.close_reason().is_none() => break c.clone(),
                 Link::Up(c) => {
                     let why = c.close_reason().map(|r| r.to_string()).unwrap_or_default();
                     return Err(EdgeError::OriginUnavailable(why));
@@ -325,7 +352,17 @@ impl OriginClient {
                 Ok(Err(_)) => return Err(EdgeError::OriginDown("edge shutting down".into())),
                 Err(_) => return Err(EdgeError::OriginTimeout(self.settings.connect_timeout)),
             }
+        };
+        if !*self.following.borrow() {
+            let mut following = self.following.subscribe();
+            if tokio::time::timeout_at(deadline, following.wait_for(|f| *f))
+                .await
+                .is_err()
+            {
+                return Err(EdgeError::OriginTimeout(self.settings.connect_timeout));
+            }
         }
+        Ok(conn)
     }
 
     /// Fetches with retries (exponential backoff, full jitter) for retryable failures; each
