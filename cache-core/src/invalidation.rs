@@ -212,7 +212,7 @@ pub fn matcher(target: &InvalidationTarget) -> Matcher<CachedObject> {
         }
         InvalidationTarget::Tag(tag) => {
             let tag = tag.clone();
-            Arc::new(move |_: &str, obj: &CachedObject| obj.tags.iter().any(|t| *t == tag))
+            Arc::new(move |_: &str, obj: &CachedObject| obj.tags.contains(&tag))
         }
     }
 }
