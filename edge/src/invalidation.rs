@@ -42,10 +42,10 @@ pub(crate) async fn follow(
     let mut pos = Position::default();
     loop {
         let conn = loop {
-            if let Link::Up(c) = &*link.borrow_and_update() {
-                if c.close_reason().is_none() {
-                    break c.clone();
-                }
+            if let Link::Up(c) = &*link.borrow_and_update()
+                && c.close_reason().is_none()
+            {
+                break c.clone();
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
