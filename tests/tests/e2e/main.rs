@@ -3,6 +3,7 @@
 mod bad_input;
 mod hitrate;
 mod hostile;
+mod invalidation;
 mod limits;
 mod operations;
 mod request_path;
