@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //!
-//! Everything is in this file: [`RegionClient`], [`Fetched`], [`ClientError`].
+//! This file: [`RegionClient`], [`Fetched`], [`ClientError`]; [`admin`]: the origin's
+//! admin API (purges).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use shoal_cache_core::RegionMap;
+
+pub mod admin;
+pub use admin::{AdminClient, Purge, Purged};
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]

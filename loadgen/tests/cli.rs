@@ -265,6 +265,36 @@ fn secrets_never_appear_in_logs_or_metrics() {
         "GET /video/a.ts?exp=1&kid=k1&sig=CANARY-FORGED HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n",
     );
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // `shoal purge` through the admin API: applied at the one edge before it returns.
+    let purged = shoal()
+        .args([
+            "purge",
+            "--origin",
+            origin_admin,
+            "--key",
+            "/video/a.ts",
+            "--wait",
+        ])
+        .env("SHOAL_ADMIN_TOKEN", admin_token)
+        .output()
+        .expect("purge");
+    succeeded(&purged);
+    let said = String::from_utf8_lossy(&purged.stdout);
+    assert!(said.contains("applied at 1/1 subscribed edges"), "{said}");
+    let after = http(
+        http_addr,
+        &format!("GET {signed} HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(
+        after.contains("fwd=miss"),
+        "purged, so fetched again: {after}"
+    );
+    let no_target = shoal()
+        .args(["purge", "--origin", origin_admin])
+        .env("SHOAL_ADMIN_TOKEN", admin_token)
+        .output()
+        .expect("purge");
+    assert!(!no_target.status.success());
     let mut seen = String::new();
     for admin in [edge_admin, origin_admin] {
         seen.push_str(&http(

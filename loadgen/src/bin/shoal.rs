@@ -74,6 +74,31 @@ enum Command {
         #[arg(long)]
         ip: Option<std::net::IpAddr>,
     },
+    /// Purge objects at every edge through the origin's admin API (by key, prefix or tag).
+    Purge {
+        /// The origin's admin address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        origin: SocketAddr,
+        /// The origin's admin token (or SHOAL_ADMIN_TOKEN).
+        #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Paths to purge (every query variant; `/p?q` for one). Repeatable.
+        #[arg(long = "key", conflicts_with_all = ["prefix", "tag"], required_unless_present_any = ["prefix", "tag"])]
+        keys: Vec<String>,
+        /// Purge every path under this prefix.
+        #[arg(long, conflicts_with = "tag")]
+        prefix: Option<String>,
+        /// Purge every object carrying this surrogate key.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Mark stale instead of dropping (stale-while-revalidate and stale-if-error still
+        /// apply).
+        #[arg(long)]
+        soft: bool,
+        /// Return once every subscribed edge has applied it.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Replay a request trace through every cache policy and print hit ratios.
     Hitrate {
         /// Trace file (`timestamp,object_id,size` CSV, gzip or plain).
@@ -93,7 +118,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Get { .. } | Command::Hitrate { .. } | Command::Sign { .. }
+        Command::Demo { .. }
+            | Command::Get { .. }
+            | Command::Hitrate { .. }
+            | Command::Sign { .. }
+            | Command::Purge { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
@@ -234,6 +263,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     f.ttfb.as_secs_f64() * 1e3,
                     f.total.as_secs_f64() * 1e3,
                     f.failovers
+                );
+            }
+            Ok(())
+        }
+        Command::Purge {
+            origin,
+            token,
+            keys,
+            prefix,
+            tag,
+            soft,
+            wait,
+        } => {
+            let client = shoal_client::AdminClient::new(origin, token);
+            let p = shoal_client::Purge {
+                keys,
+                prefix,
+                tag,
+                soft,
+                wait,
+            };
+            let r = client.purge(&p).await?;
+            let how = if soft { "soft purge" } else { "purge" };
+            if wait {
+                println!(
+                    "{how} seq {}: applied at {}/{} subscribed edges{}",
+                    r.seq,
+                    r.acked,
+                    r.subscribers,
+                    if r.everywhere {
+                        ""
+                    } else {
+                        " (the rest apply it when they return, or reset)"
+                    }
+                );
+                if !r.everywhere {
+                    anyhow::bail!("not every edge applied seq {} in time", r.seq);
+                }
+            } else {
+                println!(
+                    "{how} seq {}: sent to {} subscribed edges",
+                    r.seq, r.subscribers
                 );
             }
             Ok(())
