@@ -3,7 +3,9 @@
 //! Starts an origin holding a generated set of objects (small web objects, medium images,
 //! multi-megabyte video segments) and regions of edges on loopback, fetches every object
 //! through every region twice with concurrent clients, and reports per region: requests,
-//! hit ratio, origin fetches, p50/p99 latency. Then it stops everything it started.
+//! hit ratio, origin fetches, p50/p99 latency. Then it purges objects one at a time through
+//! the origin's admin API and times each until every edge has applied it (the propagation
+//! of an invalidation). Then it stops everything it started.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +25,8 @@ pub struct DemoConfig {
     pub objects: usize,
     /// Concurrent clients per region.
     pub concurrency: usize,
+    /// Purges timed after the fetch passes.
+    pub purges: usize,
     /// Cluster shape.
     pub cluster: ClusterSpec,
 }
@@ -32,6 +36,7 @@ impl Default for DemoConfig {
         Self {
             objects: 120,
             concurrency: 16,
+            purges: 1000,
             cluster: ClusterSpec::default(),
         }
     }
@@ -77,6 +82,60 @@ pub struct DemoReport {
     pub regions: Vec<RegionReport>,
     /// Wall time of the fetch phase, seconds.
     pub seconds: f64,
+    /// Purge propagation.
+    pub purge: PurgeReport,
+}
+
+/// How long purges took to take effect at every edge.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgeReport {
+    /// Purges made (one at a time, each waiting for every edge).
+    pub purges: u64,
+    /// Edges subscribed.
+    pub edges: u64,
+    /// Purges not acknowledged by every edge within the origin's wait.
+    pub incomplete: u64,
+    /// Median time from sending the purge to the origin's answer that every edge applied
+    /// it, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Slowest, milliseconds.
+    pub max_ms: f64,
+}
+
+/// Purges `paths` in turn, `n` times in all, each waiting until every edge applied it.
+async fn purge_pass(
+    admin: &shoal_client::AdminClient,
+    paths: &[String],
+    n: usize,
+) -> Result<PurgeReport, LoadgenError> {
+    let mut latency = histogram()?;
+    let (mut incomplete, mut edges) = (0, 0);
+    for i in 0..n {
+        let Some(path) = paths.get(i % paths.len().max(1)) else {
+            break;
+        };
+        let p = shoal_client::Purge {
+            keys: vec![path.clone()],
+            wait: true,
+            ..shoal_client::Purge::default()
+        };
+        let t = Instant::now();
+        let r = admin.purge(&p).await?;
+        let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
+        incomplete += u64::from(!r.everywhere);
+        edges = r.subscribers;
+    }
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(PurgeReport {
+        purges: latency.len(),
+        edges,
+        incomplete,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        max_ms: latency.max() as f64 / 1000.0,
+    })
 }
 
 /// Deterministic content: sizes cycle through web objects, images and video segments.
@@ -169,7 +228,16 @@ async fn region_pass(
 
 /// Runs the demo.
 pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
-    let cluster = Cluster::start(config.cluster.clone()).await?;
+    let mut spec = config.cluster.clone();
+    // The purge phase needs the admin API; a per-run token (loopback only).
+    let token = spec.origin.admin_token.clone().unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("demo-{nanos:x}-{}", std::process::id())
+    });
+    spec.origin.admin_token = Some(token.clone());
+    let cluster = Cluster::start(spec).await?;
     let content = objects(config.objects);
     let object_bytes = content.iter().map(|(_, b)| b.len() as u64).sum();
     for (path, body) in &content {
@@ -221,12 +289,20 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         });
     }
     let seconds = started.elapsed().as_secs_f64();
+    let admin_addr = cluster
+        .origin
+        .as_ref()
+        .map(|o| o.admin_addr)
+        .ok_or(LoadgenError::OriginStopped)?;
+    let admin = shoal_client::AdminClient::new(admin_addr, token);
+    let purge = purge_pass(&admin, &paths, config.purges).await;
     cluster.shutdown().await;
     Ok(DemoReport {
         objects: paths.len(),
         object_bytes,
         regions,
         seconds,
+        purge: purge?,
     })
 }
 
@@ -278,6 +354,12 @@ pub fn render(r: &DemoReport) -> String {
             .map(|g| g.origin_fetches.to_string())
             .collect::<Vec<_>>()
             .join(" / ")
+    );
+    let p = &r.purge;
+    let _ = writeln!(
+        out,
+        "\n{} purges, one at a time, each answered once all {} edges applied it: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} not everywhere in time).",
+        p.purges, p.edges, p.p50_ms, p.p99_ms, p.max_ms, p.incomplete
     );
     out
 }

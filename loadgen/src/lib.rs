@@ -79,6 +79,9 @@ pub enum LoadgenError {
     /// A task of the run panicked or was cancelled.
     #[error("task failed: {0}")]
     Task(String),
+    /// The step needs the cluster's origin, and it is stopped.
+    #[error("the cluster's origin is stopped")]
+    OriginStopped,
     /// The async runtime for the replay could not start.
     #[error("cannot start the replay runtime: {0}")]
     Runtime(std::io::Error),

@@ -101,7 +101,16 @@ fn bad_input_gets_a_clear_error() {
 #[test]
 fn demo_runs_end_to_end_and_reports_every_region() {
     let out = shoal()
-        .args(["demo", "--objects", "18", "--concurrency", "4", "--json"])
+        .args([
+            "demo",
+            "--objects",
+            "18",
+            "--concurrency",
+            "4",
+            "--purges",
+            "50",
+            "--json",
+        ])
         .output()
         .expect("runs");
     succeeded(&out);
@@ -115,6 +124,14 @@ fn demo_runs_end_to_end_and_reports_every_region() {
         assert_eq!(r["origin_fetches"], 18, "{r}");
         assert_eq!(r["hit_ratio"], 50.0, "{r}");
     }
+    // Every purge was answered only once all six edges had applied it.
+    let p = &v["purge"];
+    assert_eq!(
+        (p["purges"].as_u64(), p["edges"].as_u64()),
+        (Some(50), Some(6)),
+        "{p}"
+    );
+    assert_eq!(p["incomplete"], 0, "{p}");
 }
 
 #[test]

@@ -26,7 +26,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the demo: an origin and 3 regions × 2 edges on loopback, every object fetched
-    /// through every region twice, then a per-region summary.
+    /// through every region twice, purges timed until every edge applied them, then a
+    /// summary.
     Demo {
         /// Objects generated at the origin.
         #[arg(long, default_value_t = 120)]
@@ -34,6 +35,9 @@ enum Command {
         /// Concurrent clients per region.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Purges timed after the fetches (each until every edge applied it).
+        #[arg(long, default_value_t = 1000)]
+        purges: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -166,11 +170,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo {
             objects,
             concurrency,
+            purges,
             json,
         } => {
             let report = shoal_loadgen::demo::run(shoal_loadgen::demo::DemoConfig {
                 objects,
                 concurrency: concurrency.max(1),
+                purges,
                 ..Default::default()
             })
             .await?;
@@ -182,6 +188,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let errors: u64 = report.regions.iter().map(|r| r.errors).sum();
             if errors > 0 {
                 bail!("{errors} requests failed");
+            }
+            if report.purge.incomplete > 0 {
+                bail!(
+                    "{} purges were not applied at every edge in time",
+                    report.purge.incomplete
+                );
             }
             Ok(())
         }
