@@ -28,6 +28,7 @@
 //! - `io` (feature `io`): framed reading and writing over async streams, and
 //!   `BodyStream`, the one reader of body chunks (offsets checked in one place).
 
+pub mod consistency;
 pub mod error;
 pub mod exposition;
 pub mod freshness;

@@ -119,6 +119,13 @@ pub fn sign(path: &str, expires: u64, ip: Option<IpAddr>, kid: &str, secret: &st
     format!("exp={expires}&kid={kid}{ip_param}&sig={sig}")
 }
 
+/// Constant-time comparison of secrets (tokens), so timing does not reveal how much of one
+/// matched. The length may leak; secrets are compared with secrets of a fixed form.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -30,6 +30,8 @@ pub enum NoStoreReason {
     /// An invalidation that matches it arrived while it was being fetched: what was fetched
     /// may predate it, so it is served to the requests that waited for it but not kept.
     Invalidated,
+    /// The path's consistency mode is `direct`: every read goes to the origin.
+    Direct,
 }
 
 impl NoStoreReason {
@@ -46,6 +48,7 @@ impl NoStoreReason {
             Self::TooLarge | Self::Streamed => "too-large",
             Self::Rejected => "rejected",
             Self::Invalidated => "invalidated",
+            Self::Direct => "direct",
         }
     }
 }

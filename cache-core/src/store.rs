@@ -468,6 +468,27 @@ impl<V: Cacheable> Store<V> {
         .await
     }
 
+    /// The invalidation generation now: pass it to [`Self::insert_unless_invalidated`].
+    pub fn generation(&self) -> u64 {
+        self.inner.purge_generation.load(Ordering::Acquire)
+    }
+
+    /// Stores `value` unless an invalidation naming it was applied after generation
+    /// `since` (read with [`Self::generation`] before the value was produced).
+    pub async fn insert_unless_invalidated(
+        &self,
+        key: Arc<str>,
+        value: Arc<V>,
+        since: u64,
+    ) -> Result<(), NoStoreReason> {
+        let purges = self.inner.purges.read().await;
+        if purges.names(since, &key, &value) {
+            bump(&self.inner.counters.not_stored);
+            return Err(NoStoreReason::Invalidated);
+        }
+        self.inner.insert(key, value).await
+    }
+
     /// Applies an invalidation: every entry `matcher` names is removed or replaced, and no
     /// fill that was in flight when this began stores a value it names. Returns how many
     /// entries it found. Scans the whole store (O(entries)); invalidations are rare next to

@@ -62,6 +62,11 @@ pub enum Message {
     /// Origin → edge: the answer to [`Subscribe`]: where the log stands, and whether the
     /// edge must drop what it holds because the log no longer reaches back to it.
     Subscribed(Subscribed),
+    /// Edge → origin: write or delete an object on behalf of a client; for a `Put`, body
+    /// chunks follow (the last has `last` set).
+    Write(WriteRequest),
+    /// Origin → edge: the outcome of a [`WriteRequest`].
+    Written(Written),
 }
 
 impl Message {
@@ -80,6 +85,8 @@ impl Message {
             Self::Error(_) => "Error",
             Self::Hello(_) => "Hello",
             Self::Subscribed(_) => "Subscribed",
+            Self::Write(_) => "Write",
+            Self::Written(_) => "Written",
         }
     }
 }
@@ -233,6 +240,54 @@ pub struct Subscribed {
     pub reset: bool,
     /// How often each side sends a [`Heartbeat`]; three missed ones end the subscription.
     pub heartbeat_ms: u64,
+    /// The consistency mode of every path.
+    pub modes: crate::consistency::Modes,
+}
+
+/// What a [`WriteRequest`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteMethod {
+    /// Store the body that follows.
+    Put,
+    /// Remove the object.
+    Delete,
+}
+
+/// Edge → origin: a client's write, forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// Correlates the answer.
+    pub request_id: u64,
+    /// The object's path.
+    pub key: String,
+    /// Put or delete.
+    pub method: WriteMethod,
+    /// Media type of a put.
+    pub content_type: Option<String>,
+    /// Surrogate keys of a put.
+    pub tags: Vec<String>,
+    /// Body length of a put (chunks follow); 0 for a delete.
+    pub length: u64,
+}
+
+/// Origin → edge: the write's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// Request this answers.
+    pub request_id: u64,
+    /// HTTP status for the client (201, 204, 400, 404, 413, …).
+    pub status: u16,
+    /// The object's new version (0 when nothing was written).
+    pub version: u64,
+    /// Its new ETag.
+    pub etag: Option<String>,
+    /// The invalidation the write made, if its mode pushes writes.
+    pub seq: Option<u64>,
+    /// The headers a fetch of the written object would carry (so the writing edge can
+    /// cache what it wrote without fetching it back).
+    pub headers: Vec<(String, String)>,
+    /// Why, when it failed.
+    pub message: String,
 }
 
 /// Origin → edge: the edge may serve cached content until the lease runs out, unless it has

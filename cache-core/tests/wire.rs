@@ -91,14 +91,61 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
-            |(epoch, seq, reset, heartbeat_ms)| Message::Subscribed(Subscribed {
+        (any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>(), s()).prop_map(
+            |(epoch, seq, reset, heartbeat_ms, prefix)| Message::Subscribed(Subscribed {
                 epoch,
                 seq,
                 reset,
-                heartbeat_ms
+                heartbeat_ms,
+                modes: shoal_cache_core::consistency::Modes {
+                    rules: vec![shoal_cache_core::consistency::ModeRule {
+                        prefix,
+                        mode: shoal_cache_core::consistency::Mode::Direct,
+                    }],
+                    default: shoal_cache_core::consistency::Mode::Ttl,
+                },
             })
         ),
+        (
+            any::<u64>(),
+            s(),
+            any::<bool>(),
+            prop::option::of(s()),
+            any::<u64>()
+        )
+            .prop_map(
+                |(request_id, key, put, content_type, length)| Message::Write(WriteRequest {
+                    request_id,
+                    key,
+                    method: if put {
+                        WriteMethod::Put
+                    } else {
+                        WriteMethod::Delete
+                    },
+                    content_type,
+                    tags: vec![],
+                    length,
+                })
+            ),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            any::<u64>(),
+            prop::option::of(s()),
+            prop::option::of(any::<u64>()),
+            s()
+        )
+            .prop_map(
+                |(request_id, status, version, etag, seq, message)| Message::Written(Written {
+                    request_id,
+                    status,
+                    version,
+                    etag,
+                    seq,
+                    headers: vec![],
+                    message,
+                })
+            ),
         (s(), any::<u64>(), any::<u64>()).prop_map(|(edge_id, seq, duration_ms)| Message::Lease(
             Lease {
                 edge_id,

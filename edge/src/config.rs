@@ -213,6 +213,36 @@ pub struct EdgeConfig {
     pub overload: OverloadSection,
     /// Signed URLs: path prefixes that require one, and the live keys.
     pub signed_urls: crate::request::sign::SignedUrls,
+    /// Bearer token clients must present to PUT or DELETE through this edge (forwarded to
+    /// the origin under the path's consistency mode). Default none: writes get 405.
+    pub write_token: Option<Secret>,
+}
+
+/// A secret from the config: compared in constant time, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// Whether `given` is the secret (constant time in the secret's content).
+    pub fn matches(&self, given: &str) -> bool {
+        shoal_cache_core::signed::same_secret(given, &self.0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for EdgeConfig {
@@ -233,6 +263,7 @@ impl Default for EdgeConfig {
             limits: Limits::default(),
             overload: OverloadSection::default(),
             signed_urls: Default::default(),
+            write_token: None,
         }
     }
 }
@@ -270,6 +301,9 @@ pub struct EdgeFlags {
     /// The origin's edge token (or SHOAL_EDGE_TOKEN).
     #[arg(long, env = "SHOAL_EDGE_TOKEN", hide_env_values = true)]
     pub origin_token: Option<String>,
+    /// Token clients present to write through this edge (or SHOAL_WRITE_TOKEN).
+    #[arg(long, env = "SHOAL_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
     /// Cache capacity (`256MiB`).
     #[arg(long)]
     pub capacity: Option<ByteSize>,
@@ -328,6 +362,9 @@ impl EdgeConfig {
         if f.origin_token.is_some() {
             self.origin.token = f.origin_token;
         }
+        if let Some(t) = f.write_token {
+            self.write_token = Some(Secret::new(t));
+        }
         set(&mut self.cache.capacity, f.capacity);
         set(&mut self.cache.policy, f.policy);
     }
@@ -337,6 +374,9 @@ impl EdgeConfig {
         let bad = |m: String| Err(EdgeError::Config(m));
         if self.node_id.is_empty() {
             return bad("node_id must not be empty".into());
+        }
+        if self.write_token.as_ref().is_some_and(Secret::is_empty) {
+            return bad("write_token must not be empty".into());
         }
         if axum::http::HeaderValue::from_str(&self.node_id).is_err() {
             return bad(format!(

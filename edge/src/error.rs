@@ -46,6 +46,20 @@ pub enum EdgeError {
     /// The origin answered something that breaks the protocol.
     #[error("origin protocol error: {0}")]
     OriginProtocol(String),
+    /// A write without the edge's write token (or with a wrong one).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// A write body over the object size limit.
+    #[error("body exceeds the {0}-byte limit")]
+    PayloadTooLarge(u64),
+    /// The origin refused a forwarded write (bad path, missing object, too large).
+    #[error("origin refused the write ({status}): {message}")]
+    OriginRefused {
+        /// The origin's status.
+        status: u16,
+        /// Its reason.
+        message: String,
+    },
     /// The request lacks what this path requires (a valid signed URL).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -118,6 +132,11 @@ impl EdgeError {
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::OriginRefused { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -140,6 +159,9 @@ impl EdgeError {
             Self::UriTooLong(_) => "uri-too-long",
             Self::HeadersTooLarge { .. } => "headers-too-large",
             Self::Forbidden(_) => "forbidden",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::OriginRefused { .. } => "origin-refused",
             Self::RateLimited(_) => "rate-limited",
             Self::Overloaded(_) => "overloaded",
             Self::OriginTimeout(_) => "origin-timeout",
@@ -188,6 +210,10 @@ impl IntoResponse for EdgeError {
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if matches!(self, Self::MethodNotAllowed(_)) {
             r.headers_mut()

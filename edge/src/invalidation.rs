@@ -95,6 +95,7 @@ async fn subscription(
         seq,
         reset,
         heartbeat_ms,
+        modes,
     } = match answer {
         Ok(Some(Message::Subscribed(s))) => s,
         Ok(Some(Message::Error(e))) => return Err(e.message),
@@ -114,6 +115,7 @@ async fn subscription(
         state.metrics.invalidation_reset(seq);
         info!(epoch, seq, dropped, reset, "invalidation position reset");
     }
+    state.set_modes(modes);
     pos.subscribed(epoch, seq, reset);
     state.metrics.subscribed(true);
     state

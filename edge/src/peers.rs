@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -37,7 +37,7 @@ impl Peer {
 #[derive(Debug)]
 pub(crate) struct Peers {
     map: HashMap<String, Peer>,
-    pub(crate) client: Client<HttpConnector, Empty<Bytes>>,
+    pub(crate) client: Client<HttpConnector, Full<Bytes>>,
     pub(crate) down_for: Duration,
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use axum::http::HeaderValue;
+use shoal_cache_core::consistency::{Mode, Modes};
 use shoal_cache_core::{CachedObject, FreshnessPolicy, RegionMap, Store};
 
 use crate::config::EdgeConfig;
@@ -35,6 +36,8 @@ pub(crate) struct EdgeState {
     /// to match it): not ready before, so no client is served from a cache about to be
     /// dropped.
     pub(crate) following: AtomicBool,
+    /// Consistency modes by path, as the origin announced them on the last subscription.
+    pub(crate) modes: std::sync::RwLock<Arc<Modes>>,
     /// `X-Shoal-Node` value, built once.
     pub(crate) node_header: HeaderValue,
     pub(crate) date: DateCache,
@@ -71,10 +74,26 @@ impl EdgeState {
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
             following: AtomicBool::new(false),
+            modes: std::sync::RwLock::new(Arc::new(Modes::default())),
             node_header,
             date: DateCache::default(),
             config,
         })
+    }
+}
+
+impl EdgeState {
+    /// The consistency mode of `path` (a path, or path and query).
+    pub(crate) fn mode(&self, path: &str) -> Mode {
+        self.modes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .of(path)
+    }
+
+    /// Takes the modes the origin announced.
+    pub(crate) fn set_modes(&self, modes: Modes) {
+        *self.modes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(modes);
     }
 }
 

@@ -168,7 +168,9 @@ async fn put_object(
             [(header::ETAG, o.etag.clone())],
             format!(
                 "{{\"version\":{},\"etag\":{:?},\"seq\":{}}}\n",
-                o.version, o.etag, inv.seq
+                o.version,
+                o.etag,
+                inv.map_or("null".to_string(), |i| i.seq.to_string())
             ),
         )
             .into_response(),

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use shoal_cache_core::consistency::{Mode, ModeRule, Modes};
 
 use crate::error::OriginError;
 
@@ -65,6 +66,10 @@ pub struct OriginConfig {
     pub heartbeat: shoal_cache_core::size::HumanDuration,
     /// How long a purge with `wait` waits for every subscribed edge. Default 5 s.
     pub purge_wait: shoal_cache_core::size::HumanDuration,
+    /// Consistency mode of paths no `[[consistency]]` rule names. Default `invalidate`.
+    pub default_mode: Mode,
+    /// Consistency mode by path prefix (longest prefix wins), announced to edges.
+    pub consistency: Vec<ModeRule>,
 }
 
 impl Default for OriginConfig {
@@ -102,6 +107,8 @@ impl Default for OriginConfig {
             invalidation_log: 10_000,
             heartbeat: shoal_cache_core::size::HumanDuration::millis(500),
             purge_wait: shoal_cache_core::size::HumanDuration::secs(5),
+            default_mode: Mode::default(),
+            consistency: Vec::new(),
         }
     }
 }
@@ -190,6 +197,12 @@ impl OriginConfig {
                 "heartbeat and purge_wait must be positive".into(),
             ));
         }
+        if let Some(r) = self.consistency.iter().find(|r| !r.prefix.starts_with('/')) {
+            return Err(OriginError::Config(format!(
+                "consistency prefix {:?} must start with '/'",
+                r.prefix
+            )));
+        }
         if self.invalidation_log == 0 {
             return Err(OriginError::Config(
                 "invalidation_log must keep at least one entry".into(),
@@ -206,6 +219,14 @@ impl OriginConfig {
         self.key_out
             .clone()
             .or_else(|| self.cert_out.as_ref().map(|c| c.with_extension("key")))
+    }
+
+    /// The consistency modes, as announced to edges.
+    pub fn modes(&self) -> Modes {
+        Modes {
+            rules: self.consistency.clone(),
+            default: self.default_mode,
+        }
     }
 
     /// The Cache-Control value for `path`.

@@ -35,11 +35,7 @@ pub use error::OriginError;
 pub use invalidation::{Applied, Invalidator};
 pub use store::ObjectStore;
 
-/// Constant-time comparison of secrets, so timing does not reveal how much of one matched.
-pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use shoal_cache_core::signed::same_secret;
 
 /// Shared by the QUIC and admin servers.
 #[derive(Debug)]
@@ -48,6 +44,8 @@ pub(crate) struct State {
     store: Arc<ObjectStore>,
     metrics: Arc<metrics::Metrics>,
     invalidator: Arc<Invalidator>,
+    /// Consistency modes, from the config.
+    modes: shoal_cache_core::consistency::Modes,
 }
 
 impl State {
@@ -66,35 +64,44 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Stores an object (with surrogate keys) and invalidates its path at every edge.
+    /// Stores an object (with surrogate keys); in a mode that pushes writes, invalidates its
+    /// path at every edge.
     pub fn put(
         &self,
         path: &str,
         body: bytes::Bytes,
         content_type: Option<String>,
         tags: Vec<String>,
-    ) -> Result<(Arc<store::Object>, Invalidation), OriginError> {
+    ) -> Result<(Arc<store::Object>, Option<Invalidation>), OriginError> {
         let obj = self
             .state
             .store
             .put_tagged(path, body, content_type, tags)?;
+        Ok((obj, self.announce(path)?))
+    }
+
+    /// Deletes an in-memory object (whether it existed); in a mode that pushes writes,
+    /// invalidates its path at every edge.
+    pub fn delete(&self, path: &str) -> Result<(bool, Option<Invalidation>), OriginError> {
+        let existed = self.state.store.delete(path)?;
+        Ok((existed, self.announce(path)?))
+    }
+
+    /// The invalidation a write of `path` makes, if its mode pushes writes.
+    fn announce(&self, path: &str) -> Result<Option<Invalidation>, OriginError> {
         let path = store::safe_path(path)?;
-        Ok((
-            obj,
+        if !self.mode(&path).pushes_writes() {
+            return Ok(None);
+        }
+        Ok(Some(
             self.state
                 .invalidate(InvalidationTarget::Keys(vec![path]), false),
         ))
     }
 
-    /// Deletes an in-memory object and invalidates its path; whether it existed.
-    pub fn delete(&self, path: &str) -> Result<(bool, Invalidation), OriginError> {
-        let existed = self.state.store.delete(path)?;
-        let path = store::safe_path(path)?;
-        Ok((
-            existed,
-            self.state
-                .invalidate(InvalidationTarget::Keys(vec![path]), false),
-        ))
+    /// The consistency mode of `path`.
+    pub fn mode(&self, path: &str) -> shoal_cache_core::consistency::Mode {
+        self.state.modes.of(path)
     }
 
     /// Purges what `target` names at every edge (soft: marks it stale).
@@ -174,6 +181,7 @@ impl Origin {
             config.heartbeat.get(),
         ));
         let state = Arc::new(State {
+            modes: config.modes(),
             config,
             store: store.clone(),
             metrics: metrics.clone(),

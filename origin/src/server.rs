@@ -165,18 +165,25 @@ async fn connection(conn: quinn::Connection, state: Arc<State>, cancel: Cancella
 async fn serve_stream(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
-    state: &State,
+    state: &Arc<State>,
     edge_id: &str,
     cancel: CancellationToken,
 ) -> Result<(), OriginError> {
     let started = Instant::now();
     let codec = FrameCodec::default();
-    let mut reader = FrameReader::new(recv, FrameCodec::new(MAX_REQUEST));
+    // Frames up to the default limit: a forwarded write's body chunks follow its head.
+    let mut reader = FrameReader::new(recv, FrameCodec::default());
     let first = reader.next().await;
     let fetch = match first {
         Ok(Some(Message::Fetch(f))) => f,
         Ok(Some(Message::Subscribe(s))) => {
             return subscription(send, reader, s, state, edge_id, cancel).await;
+        }
+        Ok(Some(Message::Write(w))) => {
+            let answer = write(reader, &w, state).await;
+            write_frame(&mut send, &codec, &Message::Written(answer)).await?;
+            let _ = send.finish();
+            return Ok(());
         }
         other => {
             let msg = match other {
@@ -205,6 +212,66 @@ async fn serve_stream(
         .map_err(|e| OriginError::Transport(e.to_string()))?;
     state.metrics.latency(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Carries out a write an edge forwarded; every failure becomes a status for the client.
+async fn write(
+    reader: FrameReader<quinn::RecvStream>,
+    w: &shoal_cache_core::wire::WriteRequest,
+    state: &Arc<State>,
+) -> shoal_cache_core::wire::Written {
+    use shoal_cache_core::wire::{WriteMethod, Written};
+    let answer = |status: u16, message: String| Written {
+        request_id: w.request_id,
+        status,
+        version: 0,
+        etag: None,
+        seq: None,
+        headers: Vec::new(),
+        message,
+    };
+    let writer = crate::Writer {
+        state: state.clone(),
+    };
+    match w.method {
+        WriteMethod::Put => {
+            let limit = state.config.max_object_bytes as u64;
+            if w.length > limit {
+                return answer(
+                    413,
+                    format!("body of {} bytes exceeds the {limit}-byte limit", w.length),
+                );
+            }
+            let body = match shoal_cache_core::io::BodyStream::new(reader, Some(w.length))
+                .collect()
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => return answer(400, format!("write body: {e}")),
+            };
+            match writer.put(&w.key, body, w.content_type.clone(), w.tags.clone()) {
+                Ok((obj, inv)) => Written {
+                    request_id: w.request_id,
+                    status: 201,
+                    version: obj.version,
+                    etag: Some(obj.etag.clone()),
+                    seq: inv.map(|i| i.seq),
+                    headers: object_headers(state, &w.key, &obj),
+                    message: String::new(),
+                },
+                Err(e @ OriginError::BadPath { .. }) => answer(400, e.to_string()),
+                Err(e) => answer(500, e.to_string()),
+            }
+        }
+        WriteMethod::Delete => match writer.delete(&w.key) {
+            Ok((true, inv)) => Written {
+                seq: inv.map(|i| i.seq),
+                ..answer(204, String::new())
+            },
+            Ok((false, _)) => answer(404, format!("no object at {}", w.key)),
+            Err(e) => answer(400, e.to_string()),
+        },
+    }
 }
 
 /// Serves one edge's subscription until it ends, then forgets the subscriber.
@@ -253,6 +320,7 @@ async fn follow(
             seq: start.last_seq,
             reset,
             heartbeat_ms: beat.as_millis() as u64,
+            modes: state.modes.clone(),
         }),
     )
     .await?;
@@ -368,6 +436,23 @@ fn simple(request_id: u64, status: u16, text: String) -> (ResponseHead, Bytes) {
     (head, body)
 }
 
+/// The headers an object is served with.
+fn object_headers(state: &State, path: &str, obj: &crate::store::Object) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("content-type".into(), obj.content_type.clone()),
+        (
+            "cache-control".into(),
+            state.config.cache_control(path).to_string(),
+        ),
+        ("etag".into(), obj.etag.clone()),
+        ("date".into(), httpdate_now()),
+    ];
+    if !obj.tags.is_empty() {
+        headers.push(("surrogate-key".into(), obj.tags.join(" ")));
+    }
+    headers
+}
+
 fn httpdate_now() -> String {
     httpdate::fmt_http_date(SystemTime::now())
 }
@@ -383,16 +468,7 @@ async fn respond(
     let path = f.key.split('?').next().unwrap_or_default();
     let (result, head, body) = match state.store.get(path).await {
         Ok(obj) => {
-            let cc = state.config.cache_control(path).to_string();
-            let mut headers = vec![
-                ("content-type".into(), obj.content_type.clone()),
-                ("cache-control".into(), cc),
-                ("etag".into(), obj.etag.clone()),
-                ("date".into(), httpdate_now()),
-            ];
-            if !obj.tags.is_empty() {
-                headers.push(("surrogate-key".into(), obj.tags.join(" ")));
-            }
+            let headers = object_headers(state, path, &obj);
             if f.if_none_match.as_deref() == Some(obj.etag.as_str()) {
                 let nm = Message::NotModified(NotModified {
                     request_id: f.request_id,

@@ -181,7 +181,7 @@ async fn origin_fill(
         request_time,
         response_time: SystemTime::now(),
     };
-    let rules = Rules::of(&st, authorized);
+    let rules = Rules::of(&st, authorized, &key);
     match reply {
         OriginReply::NotModified { headers } => {
             let Some(old) = stale else {
@@ -226,7 +226,7 @@ async fn alone(st: &EdgeState, key: &CacheKey, authorized: bool) -> Result<Serve
                 request_time,
                 response_time: SystemTime::now(),
             };
-            let (obj, storable) = Rules::of(st, authorized).build(head, body, exchange);
+            let (obj, storable) = Rules::of(st, authorized, key).build(head, body, exchange);
             let reason = storable.err().unwrap_or(NoStoreReason::Private);
             Ok(Served::Object(
                 Arc::new(obj),
@@ -246,14 +246,17 @@ pub(crate) struct Rules<'a> {
     pub(crate) negative_ttl:
         &'a std::collections::BTreeMap<u16, shoal_cache_core::size::HumanDuration>,
     pub(crate) authorized: bool,
+    /// The path's mode is `direct`: nothing is stored.
+    pub(crate) direct: bool,
 }
 
 impl<'a> Rules<'a> {
-    fn of(st: &'a EdgeState, authorized: bool) -> Self {
+    pub(crate) fn of(st: &'a EdgeState, authorized: bool, key: &CacheKey) -> Self {
         Self {
             freshness: &st.freshness,
             negative_ttl: &st.config.cache.negative_ttl,
             authorized,
+            direct: !st.mode(key.path_and_query()).caches(),
         }
     }
 
@@ -272,7 +275,11 @@ impl<'a> Rules<'a> {
             Some(ttl) => Freshness::fixed(exchange.response_time, ttl),
             None => Freshness::from_response(head.status, &headers, exchange, self.freshness),
         };
-        let storable = freshness::storable(head.status, &headers, self.authorized, negative);
+        let storable = if self.direct {
+            Err(NoStoreReason::Direct)
+        } else {
+            freshness::storable(head.status, &headers, self.authorized, negative)
+        };
         let etag = freshness::header_values(&headers, "etag")
             .next()
             .map(str::to_string);
@@ -387,9 +394,16 @@ mod tests {
                 freshness: &policy,
                 negative_ttl: &none,
                 authorized,
+                direct: false,
             };
             let (_, storable) = rules.build(head(cc), Bytes::new(), ex);
             assert_eq!(storable, want, "authorized={authorized} {cc}");
+            // A `direct` path is never stored, whatever the response allows.
+            let direct = Rules {
+                direct: true,
+                ..rules
+            };
+            assert_eq!(direct.build(head(cc), Bytes::new(), ex).1, Err(Direct));
         }
     }
 }

@@ -24,8 +24,10 @@ pub(crate) mod route;
 /// Signed URLs (in the sans-IO core, where they are fuzzed).
 pub use shoal_cache_core::signed as sign;
 pub(crate) mod validate;
+pub(crate) mod write;
 
 pub use route::FORWARDED;
+pub use write::VERSION;
 
 /// Header naming the edge that produced the response.
 pub const NODE: &str = "x-shoal-node";
@@ -39,6 +41,8 @@ pub(crate) enum Outcome {
     Cache(CacheStatus),
     /// Served by the owner edge.
     Forwarded,
+    /// A write, forwarded to the origin.
+    Written,
     /// Refused by validation.
     Rejected,
     /// Failed upstream.
@@ -51,6 +55,7 @@ impl Outcome {
             Self::Pending => "none",
             Self::Cache(s) => s.as_str(),
             Self::Forwarded => "forwarded",
+            Self::Written => "write",
             Self::Rejected => "rejected",
             Self::Failed => "error",
         }
@@ -72,7 +77,7 @@ pub(crate) struct Ctx {
 /// Serves one client request.
 pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    drop(body); // GET and HEAD: validation refuses a request that declares one
+    // Read only by a write; validation refuses a read that declares a body.
     let mut ctx = Ctx {
         start: Instant::now(),
         now: SystemTime::now(),
@@ -95,7 +100,7 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
         .get::<shoal_cache_core::server::ClientAddr>()
         .map(|a| a.0.ip());
     let inflight = InFlight::new(&st.metrics);
-    let resp = match run(&st, &mut ctx, &parts.uri, peer)
+    let resp = match run(&st, &mut ctx, &parts.uri, peer, body)
         .instrument(span.clone())
         .await
     {
@@ -137,10 +142,12 @@ async fn run(
     ctx: &mut Ctx,
     uri: &Uri,
     peer: Option<std::net::IpAddr>,
+    body: Body,
 ) -> Result<Response<Body>, EdgeError> {
     let client = st.admission.client(&ctx.headers, peer);
     let _admitted = st.admission.admit(client)?;
-    let target = validate::request(&ctx.method, uri, &ctx.headers)?;
+    let writes = st.config.write_token.is_some();
+    let target = validate::request(&ctx.method, uri, &ctx.headers, writes)?;
     // Forwards from region peers were checked where the client connected (and the peer's
     // own address would not match an `ip` binding).
     let from_peer = st.admission.is_peer_forward(&ctx.headers, peer);
@@ -155,11 +162,28 @@ async fn run(
         .key(&target.host, &target.path_and_query)
         .map_err(|e| EdgeError::BadRequest(e.to_string()))?;
     ctx.key = Some(key.clone());
-    if let Some(resp) = route::to_owner(st, ctx, &target, &key).await {
+    let is_write = ctx.method == Method::PUT || ctx.method == Method::DELETE;
+    let body = if is_write {
+        write::admit(st, ctx, body).await?
+    } else {
+        drop(body);
+        bytes::Bytes::new()
+    };
+    if let Some(resp) = route::to_owner(st, ctx, &target, &key, &body).await {
         ctx.outcome = Outcome::Forwarded;
         return Ok(resp);
     }
-    let served = match lookup::plan(st.store.lookup(key.as_str(), ctx.now).await) {
+    if is_write {
+        ctx.outcome = Outcome::Written;
+        return write::to_origin(st, ctx, &target, &key, body).await;
+    }
+    // `direct` paths are never cached: every read goes to the origin.
+    let lookup = if st.mode(key.path_and_query()).caches() {
+        st.store.lookup(key.as_str(), ctx.now).await
+    } else {
+        shoal_cache_core::Lookup::Miss
+    };
+    let served = match lookup::plan(lookup) {
         lookup::Plan::Serve(obj) => fill::Served::Object(obj, CacheStatus::Hit),
         lookup::Plan::ServeAndRefresh(obj) => {
             let (st2, key2, stale) = (st.clone(), key.clone(), obj.clone());

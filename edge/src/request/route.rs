@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{Request, Response, header};
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use shoal_cache_core::CacheKey;
 use tracing::warn;
 
@@ -28,12 +28,14 @@ use crate::state::EdgeState;
 pub const FORWARDED: &str = "x-shoal-forwarded";
 
 /// Request headers a forward carries to the owner (the rest is the owner's business only
-/// through the key).
-const FORWARDED_HEADERS: [header::HeaderName; 4] = [
-    header::RANGE,
-    header::IF_NONE_MATCH,
-    header::IF_RANGE,
-    header::AUTHORIZATION,
+/// through the key); a write's media type and surrogate keys go with its body.
+const FORWARDED_HEADERS: [&str; 6] = [
+    "range",
+    "if-none-match",
+    "if-range",
+    "authorization",
+    "content-type",
+    "surrogate-key",
 ];
 
 /// The owner's response, when another edge owns the key and answered; `None` to serve here.
@@ -42,6 +44,7 @@ pub(crate) async fn to_owner(
     ctx: &Ctx,
     target: &Target,
     key: &CacheKey,
+    body: &Bytes,
 ) -> Option<Response<Body>> {
     // Hot path: most keys an edge sees are its own; skip the candidate walk for them.
     if ctx.headers.contains_key(FORWARDED) || st.region.owner(key) == Some(&st.config.node_id) {
@@ -57,7 +60,7 @@ pub(crate) async fn to_owner(
         if peer.is_down(Instant::now()) {
             continue;
         }
-        match forward(st, peer, node, ctx, target).await {
+        match forward(st, peer, node, ctx, target, body.clone()).await {
             Ok(r) => {
                 st.metrics.peer_forward("ok");
                 return Some(r);
@@ -78,6 +81,7 @@ async fn forward(
     node: &str,
     ctx: &Ctx,
     target: &Target,
+    body: Bytes,
 ) -> Result<Response<Body>, EdgeError> {
     let fail = |reason: String| EdgeError::Peer {
         peer: node.to_string(),
@@ -88,14 +92,12 @@ async fn forward(
         .uri(format!("http://{}{}", peer.addr, target.path_and_query))
         .header(header::HOST, &target.host)
         .header(FORWARDED, st.node_header.clone());
-    for h in &FORWARDED_HEADERS {
-        if let Some(v) = ctx.headers.get(h) {
+    for h in FORWARDED_HEADERS {
+        for v in ctx.headers.get_all(h) {
             b = b.header(h, v);
         }
     }
-    let req = b
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| fail(e.to_string()))?;
+    let req = b.body(Full::new(body)).map_err(|e| fail(e.to_string()))?;
     // A dead peer shows at connect (bounded by the connector's `peer` timeout); the head
     // may legitimately wait for the owner's own origin fetch.
     let wait = st.config.peer_head_wait();

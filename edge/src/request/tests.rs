@@ -57,6 +57,28 @@ async fn streamed(body: Bytes) -> crate::upstream::OriginBody {
 }
 
 impl Origin for MockOrigin {
+    fn write(
+        &self,
+        req: crate::upstream::Write,
+    ) -> BoxFuture<'_, Result<shoal_cache_core::wire::Written, EdgeError>> {
+        async move {
+            self.objects.lock().unwrap().insert(
+                req.path.clone(),
+                ("public, max-age=60".into(), req.body.clone()),
+            );
+            Ok(shoal_cache_core::wire::Written {
+                request_id: 1,
+                status: 201,
+                version: 2,
+                etag: Some("\"w\"".into()),
+                seq: None,
+                headers: vec![("cache-control".into(), "public, max-age=60".into())],
+                message: String::new(),
+            })
+        }
+        .boxed()
+    }
+
     fn fetch(&self, req: Fetch) -> BoxFuture<'_, Result<OriginReply, EdgeError>> {
         async move {
             tokio::time::sleep(self.delay).await;

@@ -1,6 +1,7 @@
 //! Phase 1, **validate**: refuse what must not reach the cache (methods other than GET and
-//! HEAD, oversized targets and headers, bodies, ambiguous Host, unsafe paths) and pull out
-//! the facts the later phases need.
+//! HEAD — and PUT and DELETE on an edge with a write token —, oversized targets and
+//! headers, bodies on reads, ambiguous Host, unsafe paths) and pull out the facts the later
+//! phases need.
 
 use axum::http::{HeaderMap, Method, Uri, header};
 
@@ -23,13 +24,16 @@ pub(crate) struct Target {
     pub(crate) authorized: bool,
 }
 
-/// Checks a request head; the body must be absent (GET and HEAD carry none).
+/// Checks a request head. GET and HEAD must carry no body; PUT and DELETE pass only when
+/// `writes` (the edge has a write token), and the write phase checks the rest.
 pub(crate) fn request(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    writes: bool,
 ) -> Result<Target, EdgeError> {
-    if method != Method::GET && method != Method::HEAD {
+    let write = *method == Method::PUT || *method == Method::DELETE;
+    if !(method == Method::GET || method == Method::HEAD || (writes && write)) {
         return Err(EdgeError::MethodNotAllowed(method.to_string()));
     }
     let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
@@ -51,7 +55,7 @@ pub(crate) fn request(
         || headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body {
+    if has_body && !write {
         return Err(EdgeError::BadRequest(
             "GET and HEAD requests must not carry a body".into(),
         ));
@@ -91,7 +95,7 @@ mod tests {
         for (n, v) in headers {
             h.append(n.parse::<header::HeaderName>().unwrap(), v.parse().unwrap());
         }
-        request(&method.parse().unwrap(), &uri.parse().unwrap(), &h)
+        request(&method.parse().unwrap(), &uri.parse().unwrap(), &h, false)
     }
 
     /// Method, target, headers, expected status.
@@ -125,6 +129,28 @@ mod tests {
             many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         refs.push(("host", "a"));
         assert_eq!(check("GET", "/", &refs).unwrap_err().status().as_u16(), 431);
+        // Writes pass only on an edge that takes them, and may carry a body.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "a".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "3".parse().unwrap());
+        let put: Method = "PUT".parse().unwrap();
+        let uri: Uri = "/x".parse().unwrap();
+        assert_eq!(
+            request(&put, &uri, &h, false)
+                .unwrap_err()
+                .status()
+                .as_u16(),
+            405
+        );
+        assert!(request(&put, &uri, &h, true).is_ok());
+        let post: Method = "POST".parse().unwrap();
+        assert_eq!(
+            request(&post, &uri, &h, true)
+                .unwrap_err()
+                .status()
+                .as_u16(),
+            405
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use shoal_cache_core::io::{BodyStream, FrameReader, write_frame};
 use shoal_cache_core::wire::{
-    ALPN, BodyLength, ErrorCode, FetchRequest, FrameCodec, Hello, Message, ResponseHead,
+    ALPN, BodyChunk, BodyLength, ErrorCode, FetchRequest, FrameCodec, Hello, MAX_CHUNK, Message,
+    ResponseHead, WriteMethod, WriteRequest, Written,
 };
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
@@ -87,11 +88,28 @@ pub struct Fetch {
     pub max_body: u64,
 }
 
+/// A client's write, to forward to the origin.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The object's path.
+    pub path: String,
+    /// Put or delete.
+    pub method: WriteMethod,
+    /// Media type of a put.
+    pub content_type: Option<String>,
+    /// Surrogate keys of a put.
+    pub tags: Vec<String>,
+    /// The body of a put (empty for a delete).
+    pub body: Bytes,
+}
+
 /// What the request path fetches through: the QUIC client in production, a mock in the
 /// phases' unit tests.
 pub trait Origin: Send + Sync + fmt::Debug + 'static {
     /// Fetches with the implementation's retries and timeouts.
     fn fetch(&self, req: Fetch) -> BoxFuture<'_, Result<OriginReply, EdgeError>>;
+    /// Forwards a write once (writes are not retried: the first may have taken effect).
+    fn write(&self, req: Write) -> BoxFuture<'_, Result<Written, EdgeError>>;
     /// Whether the link is up now. Answers at once.
     fn is_up(&self) -> bool;
 }
@@ -456,6 +474,78 @@ impl OriginClient {
         Ok(OriginReply::Complete { head, body })
     }
 
+    /// Forwards a write: the request head, the body in chunks, then the origin's answer.
+    /// Bounded by the fetch timeout; never retried.
+    pub async fn write(&self, req: &Write) -> Result<Written, EdgeError> {
+        self.breaker
+            .check(Instant::now())
+            .map_err(EdgeError::CircuitOpen)?;
+        let conn = self.connection().await?;
+        let limit = self.settings.fetch_timeout;
+        let r = tokio::time::timeout(limit, self.write_once(&conn, req))
+            .await
+            .unwrap_or(Err(EdgeError::OriginTimeout(limit)));
+        self.breaker.record(
+            !r.as_ref().is_err_and(EdgeError::is_origin_failure),
+            Instant::now(),
+        );
+        r
+    }
+
+    async fn write_once(
+        &self,
+        conn: &quinn::Connection,
+        req: &Write,
+    ) -> Result<Written, EdgeError> {
+        let unavailable = |e: String| EdgeError::OriginUnavailable(e);
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let head = Message::Write(WriteRequest {
+            request_id,
+            key: req.path.clone(),
+            method: req.method,
+            content_type: req.content_type.clone(),
+            tags: req.tags.clone(),
+            length: req.body.len() as u64,
+        });
+        write_frame(&mut send, &self.codec, &head)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut offset = 0;
+        while offset < req.body.len() {
+            let end = (offset + MAX_CHUNK).min(req.body.len());
+            let chunk = Message::BodyChunk(BodyChunk {
+                request_id,
+                offset: offset as u64,
+                data: req.body.slice(offset..end),
+                last: end == req.body.len(),
+            });
+            write_frame(&mut send, &self.codec, &chunk)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            offset = end;
+        }
+        send.finish().map_err(|e| unavailable(e.to_string()))?;
+        match FrameReader::new(recv, self.codec).next().await {
+            Ok(Some(Message::Written(w))) if w.request_id == request_id => Ok(w),
+            Ok(Some(Message::Error(e))) => Err(EdgeError::OriginProtocol(format!(
+                "{:?}: {}",
+                e.code, e.message
+            ))),
+            Ok(Some(m)) => Err(EdgeError::OriginProtocol(format!(
+                "{} in answer to a write",
+                m.name()
+            ))),
+            Ok(None) => Err(unavailable(
+                "stream closed before the write's answer".into(),
+            )),
+            Err(e) => Err(unavailable(e.to_string())),
+        }
+    }
+
     /// Closes the connection and the endpoint.
     pub fn close(&self) {
         if let Link::Up(c) = &*self.link.borrow() {
@@ -468,6 +558,10 @@ impl OriginClient {
 impl Origin for OriginClient {
     fn fetch(&self, req: Fetch) -> BoxFuture<'_, Result<OriginReply, EdgeError>> {
         async move { OriginClient::fetch(self, &req).await }.boxed()
+    }
+
+    fn write(&self, req: Write) -> BoxFuture<'_, Result<Written, EdgeError>> {
+        async move { OriginClient::write(self, &req).await }.boxed()
     }
 
     fn is_up(&self) -> bool {

@@ -191,7 +191,8 @@ async fn soft_purge_serves_stale_while_it_refreshes() {
         .writer
         .put("/live.m3u8", "#EXTM3U\n".into(), None, vec![])
         .expect("put");
-    o.writer.wait_applied(inv.seq, Duration::from_secs(5)).await;
+    let seq = inv.expect("the default mode pushes writes").seq;
+    o.writer.wait_applied(seq, Duration::from_secs(5)).await;
     let e = c.regions[0].addrs[0];
     get(e, "/live.m3u8").await;
     let fetches =
@@ -277,7 +278,8 @@ async fn a_returning_edge_replays_what_it_missed_or_resets() {
     for p in ["/a", "/b"] {
         let (_, inv) = o.writer.put(p, "v1".into(), None, vec![]).expect("put");
         // A fill that overlaps an invalidation of its key is not stored: let it arrive.
-        o.writer.wait_applied(inv.seq, Duration::from_secs(5)).await;
+        let seq = inv.expect("the default mode pushes writes").seq;
+        o.writer.wait_applied(seq, Duration::from_secs(5)).await;
         get(e, p).await;
     }
     let cut = |on| async move {

@@ -1,6 +1,7 @@
 //! End-to-end scenarios against real servers on loopback ports.
 
 mod bad_input;
+mod consistency;
 mod hitrate;
 mod hostile;
 mod invalidation;

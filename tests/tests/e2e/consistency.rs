@@ -1,0 +1,208 @@
+//! Consistency modes per path, end to end: each does what it promises, for reads and for
+//! writes made through edges (PUT/DELETE with the write token).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_cache_core::consistency::{Mode, ModeRule};
+use shoal_loadgen::harness::cluster::{Cluster, HOST};
+use shoal_origin::metrics::FetchResult;
+use shoal_tests::{Raw, eventually, raw_http, request, spec};
+
+const WRITE: &str = "write-token";
+
+async fn cluster() -> Cluster {
+    let mut s = spec(2, 2, false);
+    s.origin.consistency = [
+        ("/direct/", Mode::Direct),
+        ("/ttl/", Mode::Ttl),
+        ("/wt/", Mode::WriteThrough),
+    ]
+    .into_iter()
+    .map(|(p, mode)| ModeRule {
+        prefix: p.into(),
+        mode,
+    })
+    .collect();
+    s.edge.write_token = Some(shoal_edge::config::Secret::new(WRITE));
+    let c = Cluster::start(s).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10))
+        .await
+        .expect("every edge ready");
+    c
+}
+
+fn origin(c: &Cluster) -> &shoal_origin::Origin {
+    c.origin.as_ref().expect("origin running")
+}
+
+/// Writes at the origin and waits until every edge applied the write's invalidation (if
+/// its mode pushes one), so later reads are not racing it.
+async fn origin_put(c: &Cluster, path: &str, body: &'static str) {
+    let o = origin(c);
+    let (_, inv) = o.writer.put(path, body.into(), None, vec![]).expect("put");
+    if let Some(i) = inv {
+        o.writer.wait_applied(i.seq, Duration::from_secs(5)).await;
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Raw {
+    raw_http(addr, &request("GET", path, &[])).await
+}
+
+async fn edge_write(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Raw {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        r.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    raw_http(addr, r.as_bytes()).await
+}
+
+/// Both regions read `path` once so each holds it (their owners fetch it).
+async fn warm(c: &Cluster, path: &str, want: &[u8]) {
+    for r in &c.regions {
+        assert_eq!(
+            get(r.addrs[0], path).await.body,
+            want,
+            "{path} in {}",
+            r.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_does_what_it_promises() {
+    let c = cluster().await;
+    let o = origin(&c);
+    let (r0, r1) = (c.regions[0].addrs[0], c.regions[1].addrs[1]);
+
+    // direct (System 1): never cached, every read reaches the origin.
+    origin_put(&c, "/direct/a", "d1").await;
+    let before = o.metrics.fetches(FetchResult::Ok);
+    for _ in 0..3 {
+        let r = get(r0, "/direct/a").await;
+        assert_eq!(r.body, b"d1");
+        assert_eq!(
+            r.header("cache-status"),
+            Some("shoal; fwd=miss; detail=direct")
+        );
+    }
+    assert_eq!(o.metrics.fetches(FetchResult::Ok), before + 3);
+    origin_put(&c, "/direct/a", "d2").await;
+    assert_eq!(
+        get(r1, "/direct/a").await.body,
+        b"d2",
+        "no stale read, ever"
+    );
+
+    // ttl: a write through an edge reaches the origin; cached copies stay until their TTL.
+    origin_put(&c, "/ttl/a", "t1").await;
+    warm(&c, "/ttl/a", b"t1").await;
+    let w = edge_write(r0, "PUT", "/ttl/a", Some(WRITE), "t2").await;
+    assert_eq!(w.status, 201, "{}", String::from_utf8_lossy(&w.body));
+    assert!(w.header("x-shoal-version").is_some());
+    assert_eq!(
+        get(r0, "/ttl/a").await.body,
+        b"t1",
+        "ttl: caches are not touched"
+    );
+    assert_eq!(get(r1, "/ttl/a").await.body, b"t1");
+
+    // write-through (System 2): the writing region serves its write at once; the other
+    // region keeps its old copy (nobody tells it).
+    origin_put(&c, "/wt/a", "w1").await;
+    warm(&c, "/wt/a", b"w1").await;
+    let fetched = o.metrics.fetches(FetchResult::Ok);
+    let w = edge_write(r0, "PUT", "/wt/a", Some(WRITE), "w2").await;
+    assert_eq!(w.status, 201, "{}", String::from_utf8_lossy(&w.body));
+    let mine = get(r0, "/wt/a").await;
+    assert_eq!(
+        (mine.body.as_slice(), mine.header("cache-status")),
+        (&b"w2"[..], Some("shoal; hit"))
+    );
+    assert_eq!(
+        o.metrics.fetches(FetchResult::Ok),
+        fetched,
+        "stored without a fetch back"
+    );
+    assert_eq!(
+        get(r1, "/wt/a").await.body,
+        b"w1",
+        "System 2: the other region is stale"
+    );
+
+    // invalidate: the writing region reads its write at once, the other as soon as the
+    // push arrives.
+    origin_put(&c, "/inv/a", "i1").await;
+    warm(&c, "/inv/a", b"i1").await;
+    let w = edge_write(r1, "PUT", "/inv/a", Some(WRITE), "i2").await;
+    assert_eq!(w.status, 201, "{}", String::from_utf8_lossy(&w.body));
+    assert_eq!(get(r1, "/inv/a").await.body, b"i2", "read your write");
+    eventually(
+        Duration::from_secs(2),
+        "the push reaches the other region",
+        || async { get(r0, "/inv/a").await.body == b"i2" },
+    )
+    .await;
+    let d = edge_write(r0, "DELETE", "/inv/a", Some(WRITE), "").await;
+    assert_eq!(d.status, 204);
+    eventually(
+        Duration::from_secs(2),
+        "the delete reaches both regions",
+        || async { get(r0, "/inv/a").await.status == 404 && get(r1, "/inv/a").await.status == 404 },
+    )
+    .await;
+    c.shutdown().await;
+}
+
+/// Writes without the token, with a wrong one, oversized, or to a bad path are refused
+/// with a status that says why, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_writes_are_refused_and_change_nothing() {
+    let c = cluster().await;
+    let e = c.regions[0].addrs[0];
+    origin_put(&c, "/inv/k", "keep").await;
+    let none = edge_write(e, "PUT", "/inv/k", None, "x").await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        edge_write(e, "PUT", "/inv/k", Some("wrong"), "x")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        edge_write(e, "POST", "/inv/k", Some(WRITE), "x")
+            .await
+            .status,
+        405
+    );
+    assert_eq!(
+        edge_write(e, "DELETE", "/inv/nothing", Some(WRITE), "")
+            .await
+            .status,
+        404
+    );
+    let huge = format!(
+        "PUT /inv/k HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\nAuthorization: Bearer {WRITE}\r\nContent-Length: {}\r\n\r\n",
+        1u64 << 40
+    );
+    let r = raw_http(e, huge.as_bytes()).await;
+    assert_eq!(
+        r.status, 413,
+        "declared length over the limit, refused before reading"
+    );
+    assert_eq!(get(e, "/inv/k").await.body, b"keep");
+    c.shutdown().await;
+}
