@@ -24,9 +24,16 @@ pub(crate) enum Plan {
     Fill,
 }
 
-/// The plan for a lookup result.
-pub(crate) fn plan(lookup: Lookup) -> Plan {
+/// The plan for a lookup result. A copy older than `min_version` (the last version the
+/// client saw, `X-Shoal-Min-Version`) is revalidated first and never served on an origin
+/// failure: read-your-writes and monotonic reads from any edge.
+pub(crate) fn plan(lookup: Lookup, min_version: Option<u64>) -> Plan {
+    let older = |o: &CachedObject| min_version.is_some_and(|m| o.version < m);
     match lookup {
+        Lookup::Fresh(obj) | Lookup::Stale(obj, _) if older(&obj) => Plan::Revalidate {
+            stale: obj,
+            serve_if_error: false,
+        },
         Lookup::Fresh(obj) => Plan::Serve(obj),
         Lookup::Stale(
             obj,
@@ -91,8 +98,19 @@ mod tests {
             (Lookup::Stale(obj(), stale(false, false)), "revalidate"),
             (Lookup::Miss, "fill"),
         ];
-        for (lookup, want) in cases {
-            let got = match plan(lookup) {
+        let older = || Lookup::Fresh(obj());
+        let cases = cases.into_iter().map(|(l, w)| (l, None, w)).chain([
+            (older(), Some(2), "revalidate"),
+            (older(), Some(1), "serve"),
+            (
+                Lookup::Stale(obj(), stale(true, true)),
+                Some(5),
+                "revalidate",
+            ),
+            (Lookup::Miss, Some(5), "fill"),
+        ]);
+        for (lookup, min, want) in cases {
+            let got = match plan(lookup, min) {
                 Plan::Serve(_) => "serve",
                 Plan::ServeAndRefresh(_) => "serve+refresh",
                 Plan::Revalidate {

@@ -29,6 +29,10 @@ pub(crate) mod write;
 pub use route::FORWARDED;
 pub use write::VERSION;
 
+/// Request header with the last object version the client saw (from `X-Shoal-Version`):
+/// an edge whose copy is older revalidates first.
+pub const MIN_VERSION: &str = "x-shoal-min-version";
+
 /// Header naming the edge that produced the response.
 pub const NODE: &str = "x-shoal-node";
 
@@ -183,7 +187,18 @@ async fn run(
     } else {
         shoal_cache_core::Lookup::Miss
     };
-    let served = match lookup::plan(lookup) {
+    let min_version = match ctx.headers.get(MIN_VERSION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    EdgeError::BadRequest(format!("{MIN_VERSION} must be an unsigned integer"))
+                })?,
+        ),
+    };
+    let served = match lookup::plan(lookup, min_version) {
         lookup::Plan::Serve(obj) => fill::Served::Object(obj, CacheStatus::Hit),
         lookup::Plan::ServeAndRefresh(obj) => {
             let (st2, key2, stale) = (st.clone(), key.clone(), obj.clone());

@@ -58,6 +58,10 @@ fn object(
     );
     h.insert(header::DATE, st.date.get(ctx.now));
     h.insert(CACHE_STATUS, cache_status_value(status));
+    if obj.version > 0 {
+        // The version a client sends back (X-Shoal-Min-Version) for its session guarantees.
+        h.insert(super::write::VERSION, HeaderValue::from(obj.version));
+    }
     let mut code = StatusCode::from_u16(obj.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut body = obj.body.clone();
     if code == StatusCode::OK {

@@ -29,7 +29,8 @@ pub const FORWARDED: &str = "x-shoal-forwarded";
 
 /// Request headers a forward carries to the owner (the rest is the owner's business only
 /// through the key); a write's media type and surrogate keys go with its body.
-const FORWARDED_HEADERS: [&str; 6] = [
+const FORWARDED_HEADERS: [&str; 7] = [
+    super::MIN_VERSION,
     "range",
     "if-none-match",
     "if-range",

@@ -141,6 +141,22 @@ async fn every_mode_does_what_it_promises() {
         b"w1",
         "System 2: the other region is stale"
     );
+    // Session guarantee: a client that sends back the version it wrote reads it (or newer)
+    // from any edge: the stale edge revalidates first.
+    let version = w.header("x-shoal-version").expect("version").to_string();
+    let ryw = raw_http(
+        r1,
+        &request("GET", "/wt/a", &[("X-Shoal-Min-Version", &version)]),
+    )
+    .await;
+    assert_eq!(ryw.body, b"w2", "read your writes");
+    assert_eq!(ryw.header("x-shoal-version"), Some(version.as_str()));
+    let bad = raw_http(
+        r1,
+        &request("GET", "/wt/a", &[("X-Shoal-Min-Version", "soon")]),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
 
     // invalidate: the writing region reads its write at once, the other as soon as the
     // push arrives.
