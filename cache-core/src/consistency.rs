@@ -7,6 +7,7 @@
 //! | `ttl` | plain CDN caching | cached until the TTL runs out | stored at the origin; edges are not told |
 //! | `write-through` | System 2 | cached | the owner edge writes to the origin, waits, stores the new version; other edges are not told |
 //! | `invalidate` | System 2 + pushed invalidations | cached | as write-through, and every edge is told (asynchronously) |
+//! | `consistent` | System 3, leases | cached while the edge holds a lease; without one, revalidated (and an error, never a stale copy, when the origin cannot be reached) | acknowledged once every edge holding a lease has applied the invalidation or its lease has run out |
 //!
 //! Explicit purges reach every edge in every mode.
 
@@ -29,15 +30,19 @@ pub enum Mode {
     /// System 2 with pushed invalidations: every write invalidates every edge.
     #[default]
     Invalidate,
+    /// System 3: reads are served from cache only under a lease; a write completes once
+    /// every lease holder has applied it or its lease has expired.
+    Consistent,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 4] = [
+    pub const ALL: [Mode; 5] = [
         Mode::Direct,
         Mode::Ttl,
         Mode::WriteThrough,
         Mode::Invalidate,
+        Mode::Consistent,
     ];
 
     /// The config name.
@@ -47,6 +52,7 @@ impl Mode {
             Self::Ttl => "ttl",
             Self::WriteThrough => "write-through",
             Self::Invalidate => "invalidate",
+            Self::Consistent => "consistent",
         }
     }
 
@@ -57,12 +63,21 @@ impl Mode {
 
     /// Whether a write invalidates every edge.
     pub fn pushes_writes(self) -> bool {
-        self == Self::Invalidate
+        matches!(self, Self::Invalidate | Self::Consistent)
     }
 
-    /// Whether the edge that forwarded a write stores the new version it wrote.
-    pub fn stores_own_writes(self) -> bool {
-        matches!(self, Self::WriteThrough | Self::Invalidate)
+    /// Whether a write waits for every lease holder (or its lease's expiry).
+    pub fn waits_for_leases(self) -> bool {
+        self == Self::Consistent
+    }
+
+    /// Whether the edge that forwarded a write drops its own copies of the path at once
+    /// (and, in `write-through`, stores the version it wrote).
+    pub fn drops_own_copies(self) -> bool {
+        matches!(
+            self,
+            Self::WriteThrough | Self::Invalidate | Self::Consistent
+        )
     }
 }
 
@@ -144,6 +159,6 @@ mod tests {
         for mode in Mode::ALL {
             assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
         }
-        assert!("consistent".parse::<Mode>().is_err());
+        assert!("strong".parse::<Mode>().is_err());
     }
 }

@@ -60,6 +60,10 @@ pub enum EdgeError {
         /// Its reason.
         message: String,
     },
+    /// A `consistent` path on an edge without a lease, and the origin cannot be reached to
+    /// revalidate: refused rather than risk a stale read.
+    #[error("consistent path: no lease and the origin cannot confirm the copy ({0})")]
+    NoLease(String),
     /// The request lacks what this path requires (a valid signed URL).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -119,7 +123,9 @@ impl EdgeError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited(d) => Some(*d),
-            Self::Overloaded(_) | Self::CircuitOpen(_) => Some(Duration::from_secs(1)),
+            Self::Overloaded(_) | Self::CircuitOpen(_) | Self::NoLease(_) => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }
@@ -138,7 +144,7 @@ impl EdgeError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded(_) | Self::NoLease(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::OriginUnavailable(_)
             | Self::OriginDown(_)
@@ -164,6 +170,7 @@ impl EdgeError {
             Self::OriginRefused { .. } => "origin-refused",
             Self::RateLimited(_) => "rate-limited",
             Self::Overloaded(_) => "overloaded",
+            Self::NoLease(_) => "no-lease",
             Self::OriginTimeout(_) => "origin-timeout",
             Self::OriginUnavailable(_) => "origin-unreachable",
             Self::OriginDown(_) => "origin-down",

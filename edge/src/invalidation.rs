@@ -132,6 +132,10 @@ async fn subscription(
     let mut ticker = tokio::time::interval(beat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = Instant::now();
+    // Send times of heartbeats not yet answered by a lease: a lease runs from when its
+    // heartbeat was sent, which is before the origin granted it, so this edge's lease
+    // always ends before the origin's view of it.
+    let mut asked: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -139,6 +143,7 @@ async fn subscription(
                     return Err(format!("no heartbeat from the origin for {:?}", heard.elapsed()));
                 }
                 let hb = Message::Heartbeat(Heartbeat { seq: pos.seq() });
+                asked.push_back(Instant::now());
                 write_frame(&mut send, &codec, &hb).await.map_err(|e| e.to_string())?;
             }
             // Cancel-safe (see FrameReader::next).
@@ -161,6 +166,14 @@ async fn subscription(
                         return Err(format!("origin is at {} but we applied {}", h.seq, pos.seq()));
                     }
                     Ok(Some(Message::Heartbeat(_))) => {}
+                    Ok(Some(Message::Lease(l))) => {
+                        let Some(sent) = asked.pop_front() else {
+                            return Err("a lease nobody asked for".into());
+                        };
+                        if l.duration_ms > 0 {
+                            state.extend_lease(sent + Duration::from_millis(l.duration_ms));
+                        }
+                    }
                     Ok(Some(Message::Error(e))) => return Err(e.message),
                     Ok(Some(m)) => return Err(format!("{} on the subscription stream", m.name())),
                     Ok(None) => return Err("the origin ended the subscription".into()),

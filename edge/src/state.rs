@@ -38,6 +38,8 @@ pub(crate) struct EdgeState {
     pub(crate) following: AtomicBool,
     /// Consistency modes by path, as the origin announced them on the last subscription.
     pub(crate) modes: std::sync::RwLock<Arc<Modes>>,
+    /// Until when this edge holds the origin's lease (for `consistent` paths).
+    pub(crate) lease_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// `X-Shoal-Node` value, built once.
     pub(crate) node_header: HeaderValue,
     pub(crate) date: DateCache,
@@ -75,6 +77,7 @@ impl EdgeState {
             draining: AtomicBool::new(false),
             following: AtomicBool::new(false),
             modes: std::sync::RwLock::new(Arc::new(Modes::default())),
+            lease_until: std::sync::Mutex::new(None),
             node_header,
             date: DateCache::default(),
             config,
@@ -89,6 +92,22 @@ impl EdgeState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .of(path)
+    }
+
+    /// Whether this edge holds a lease now.
+    pub(crate) fn has_lease(&self) -> bool {
+        self.lease_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// Extends the lease to `until` (never shortens it).
+    pub(crate) fn extend_lease(&self, until: std::time::Instant) {
+        let mut l = self.lease_until.lock().unwrap_or_else(|e| e.into_inner());
+        if l.is_none_or(|t| t < until) {
+            *l = Some(until);
+        }
     }
 
     /// Takes the modes the origin announced.

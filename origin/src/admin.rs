@@ -162,7 +162,12 @@ async fn put_object(
         Err(why) => return text(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
     let writer = crate::Writer { state };
-    match writer.put(object_path(&uri), body, ct, tags) {
+    let path = object_path(&uri);
+    let put = writer.put(path, body, ct, tags);
+    if let Ok((_, inv)) = &put {
+        writer.settle(path, inv.as_ref()).await;
+    }
+    match put {
         Ok((o, inv)) => (
             StatusCode::CREATED,
             [(header::ETAG, o.etag.clone())],
@@ -183,7 +188,10 @@ async fn delete_object(AxState(state): AxState<Arc<State>>, uri: Uri) -> Respons
     let path = object_path(&uri);
     let writer = crate::Writer { state };
     match writer.delete(path) {
-        Ok((true, _)) => StatusCode::NO_CONTENT.into_response(),
+        Ok((true, inv)) => {
+            writer.settle(path, inv.as_ref()).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok((false, _)) => text(StatusCode::NOT_FOUND, format!("no object at {path}\n")),
         Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }

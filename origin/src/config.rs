@@ -66,6 +66,9 @@ pub struct OriginConfig {
     pub heartbeat: shoal_cache_core::size::HumanDuration,
     /// How long a purge with `wait` waits for every subscribed edge. Default 5 s.
     pub purge_wait: shoal_cache_core::size::HumanDuration,
+    /// Lease an edge gets on each heartbeat, for `consistent` paths: the longest a write
+    /// there waits for an edge it cannot reach. Default 2 s.
+    pub lease: shoal_cache_core::size::HumanDuration,
     /// Consistency mode of paths no `[[consistency]]` rule names. Default `invalidate`.
     pub default_mode: Mode,
     /// Consistency mode by path prefix (longest prefix wins), announced to edges.
@@ -107,6 +110,7 @@ impl Default for OriginConfig {
             invalidation_log: 10_000,
             heartbeat: shoal_cache_core::size::HumanDuration::millis(500),
             purge_wait: shoal_cache_core::size::HumanDuration::secs(5),
+            lease: shoal_cache_core::size::HumanDuration::secs(2),
             default_mode: Mode::default(),
             consistency: Vec::new(),
         }
@@ -202,6 +206,11 @@ impl OriginConfig {
                 "consistency prefix {:?} must start with '/'",
                 r.prefix
             )));
+        }
+        if self.lease.get() <= self.heartbeat.get() {
+            return Err(OriginError::Config(
+                "lease must be longer than the heartbeat interval".into(),
+            ));
         }
         if self.invalidation_log == 0 {
             return Err(OriginError::Config(

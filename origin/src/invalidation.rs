@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_cache_core::invalidation::{Log, Replay};
 use shoal_cache_core::wire::{Invalidation, InvalidationTarget, Resume};
@@ -28,8 +28,13 @@ pub struct Invalidator {
     live: broadcast::Sender<Invalidation>,
     subscribers: Mutex<HashMap<u64, Subscriber>>,
     next_subscriber: AtomicU64,
+    /// Lease expiry by edge id: kept after a subscription ends, until it runs out, since
+    /// the edge may still serve under it.
+    leases: Mutex<HashMap<String, Instant>>,
     /// Heartbeat interval announced to edges.
     pub heartbeat: Duration,
+    /// Lease granted on each heartbeat.
+    pub lease: Duration,
 }
 
 #[derive(Debug)]
@@ -59,15 +64,78 @@ pub struct Applied {
 
 impl Invalidator {
     /// A log of `capacity` entries in a fresh random epoch.
-    pub fn new(capacity: usize, heartbeat: Duration) -> Self {
+    pub fn new(capacity: usize, heartbeat: Duration, lease: Duration) -> Self {
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         Self {
             log: Mutex::new(Log::new(random_epoch(), capacity)),
             live,
             subscribers: Mutex::new(HashMap::new()),
             next_subscriber: AtomicU64::new(1),
+            leases: Mutex::new(HashMap::new()),
             heartbeat,
+            lease,
         }
+    }
+
+    /// Grants (renews) `edge`'s lease if it has applied every invalidation published so
+    /// far; returns the duration granted (zero: not renewed). Checked and recorded under
+    /// the log's lock, so a write published concurrently either sees this lease when it
+    /// waits, or this grant sees the write unacknowledged and is refused.
+    pub(crate) fn grant(&self, edge: &str, acked: u64) -> Duration {
+        let log = self.log();
+        if acked < log.last_seq() {
+            return Duration::ZERO;
+        }
+        let until = Instant::now() + self.lease;
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.retain(|_, t| *t > Instant::now());
+        leases.insert(edge.to_string(), until);
+        drop(log);
+        self.lease
+    }
+
+    /// Waits until every edge holding a lease has acknowledged `seq` (on any of its
+    /// subscriptions) or its lease has expired: after this, no edge serves a copy older
+    /// than the write that made `seq`. At most the lease duration.
+    pub async fn wait_leases(&self, seq: u64) {
+        let now = Instant::now();
+        let holders: Vec<(String, Instant)> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, t)| **t > now)
+            .map(|(e, t)| (e.clone(), *t))
+            .collect();
+        let each = holders.into_iter().map(|(edge, until)| {
+            let acks: Vec<watch::Receiver<u64>> = self
+                .subs()
+                .values()
+                .filter(|s| s.edge_id == edge)
+                .map(|s| s.acked.subscribe())
+                .collect();
+            async move {
+                use futures_util::StreamExt;
+                let mut acks: futures_util::stream::FuturesUnordered<_> = acks
+                    .into_iter()
+                    .map(|mut rx| async move { rx.wait_for(|a| *a >= seq).await.is_ok() })
+                    .collect();
+                // A subscription that ends is no acknowledgement: only the expiry is left.
+                let acked = async {
+                    while let Some(ok) = acks.next().await {
+                        if ok {
+                            return;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                tokio::select! {
+                    () = acked => {}
+                    () = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
+        });
+        futures_util::future::join_all(each).await;
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, Log> {

@@ -99,6 +99,16 @@ impl Writer {
         ))
     }
 
+    /// In a `consistent` path, waits until every edge holding a lease has applied `inv`
+    /// or its lease has expired (at most the lease duration); otherwise returns at once.
+    pub async fn settle(&self, path: &str, inv: Option<&Invalidation>) {
+        if let Some(i) = inv
+            && self.mode(path).waits_for_leases()
+        {
+            self.state.invalidator.wait_leases(i.seq).await;
+        }
+    }
+
     /// The consistency mode of `path`.
     pub fn mode(&self, path: &str) -> shoal_cache_core::consistency::Mode {
         self.state.modes.of(path)
@@ -179,6 +189,7 @@ impl Origin {
         let invalidator = Arc::new(Invalidator::new(
             config.invalidation_log,
             config.heartbeat.get(),
+            config.lease.get(),
         ));
         let state = Arc::new(State {
             modes: config.modes(),

@@ -249,7 +249,11 @@ async fn write(
                 Ok(b) => b,
                 Err(e) => return answer(400, format!("write body: {e}")),
             };
-            match writer.put(&w.key, body, w.content_type.clone(), w.tags.clone()) {
+            let put = writer.put(&w.key, body, w.content_type.clone(), w.tags.clone());
+            if let Ok((_, inv)) = &put {
+                writer.settle(&w.key, inv.as_ref()).await;
+            }
+            match put {
                 Ok((obj, inv)) => Written {
                     request_id: w.request_id,
                     status: 201,
@@ -264,10 +268,13 @@ async fn write(
             }
         }
         WriteMethod::Delete => match writer.delete(&w.key) {
-            Ok((true, inv)) => Written {
-                seq: inv.map(|i| i.seq),
-                ..answer(204, String::new())
-            },
+            Ok((true, inv)) => {
+                writer.settle(&w.key, inv.as_ref()).await;
+                Written {
+                    seq: inv.map(|i| i.seq),
+                    ..answer(204, String::new())
+                }
+            }
             Ok((false, _)) => answer(404, format!("no object at {}", w.key)),
             Err(e) => answer(400, e.to_string()),
         },
@@ -288,7 +295,7 @@ async fn subscription(
     let start = inv.subscribe(edge_id, sub.resume);
     let id = start.id;
     state.metrics.subscribers(inv.subscriber_count());
-    let r = follow(&mut send, &mut reader, start, sub, state, cancel).await;
+    let r = follow(&mut send, &mut reader, start, sub, edge_id, state, cancel).await;
     inv.unsubscribe(id);
     state.metrics.subscribers(inv.subscriber_count());
     if r.is_err() {
@@ -304,6 +311,7 @@ async fn follow(
     reader: &mut FrameReader<quinn::RecvStream>,
     start: crate::invalidation::Start,
     sub: Subscribe,
+    edge_id: &str,
     state: &State,
     cancel: CancellationToken,
 ) -> Result<(), OriginError> {
@@ -328,6 +336,8 @@ async fn follow(
         (Replay::Entries(_), Some(r)) => r.seq,
         _ => start.last_seq,
     };
+    // What the edge has applied: where it resumed, or everything when it resets.
+    let mut acked = sent;
     if let Replay::Entries(missed) = start.replay {
         send_all(send, &codec, missed, &mut sent).await?;
     }
@@ -364,9 +374,21 @@ async fn follow(
             m = reader.next() => match m {
                 Ok(Some(Message::Ack(a))) => {
                     heard = Instant::now();
+                    acked = acked.max(a.seq);
                     inv.ack(start.id, a.seq);
                 }
-                Ok(Some(Message::Heartbeat(_))) => heard = Instant::now(),
+                // Each edge heartbeat is answered with a lease (zero: not renewed, as the
+                // edge has not applied everything published yet).
+                Ok(Some(Message::Heartbeat(_))) => {
+                    heard = Instant::now();
+                    let granted = inv.grant(edge_id, acked);
+                    let lease = Message::Lease(shoal_cache_core::wire::Lease {
+                        edge_id: edge_id.to_string(),
+                        seq: sent,
+                        duration_ms: granted.as_millis() as u64,
+                    });
+                    write_frame(send, &codec, &lease).await?;
+                }
                 Ok(Some(other)) => {
                     return Err(OriginError::Transport(format!(
                         "{} on a subscription stream", other.name()

@@ -26,9 +26,10 @@ pub(crate) enum Plan {
 
 /// The plan for a lookup result. A copy older than `min_version` (the last version the
 /// client saw, `X-Shoal-Min-Version`) is revalidated first and never served on an origin
-/// failure: read-your-writes and monotonic reads from any edge.
-pub(crate) fn plan(lookup: Lookup, min_version: Option<u64>) -> Plan {
-    let older = |o: &CachedObject| min_version.is_some_and(|m| o.version < m);
+/// failure: read-your-writes and monotonic reads from any edge. So is every copy when
+/// `unleased` (a `consistent` path on an edge without a lease).
+pub(crate) fn plan(lookup: Lookup, min_version: Option<u64>, unleased: bool) -> Plan {
+    let older = |o: &CachedObject| unleased || min_version.is_some_and(|m| o.version < m);
     match lookup {
         Lookup::Fresh(obj) | Lookup::Stale(obj, _) if older(&obj) => Plan::Revalidate {
             stale: obj,
@@ -109,8 +110,18 @@ mod tests {
             ),
             (Lookup::Miss, Some(5), "fill"),
         ]);
-        for (lookup, min, want) in cases {
-            let got = match plan(lookup, min) {
+        let cases = cases.map(|(l, m, w)| (l, m, false, w)).chain([
+            (older(), None, true, "revalidate"),
+            (
+                Lookup::Stale(obj(), stale(true, true)),
+                None,
+                true,
+                "revalidate",
+            ),
+            (Lookup::Miss, None, true, "fill"),
+        ]);
+        for (lookup, min, unleased, want) in cases {
+            let got = match plan(lookup, min, unleased) {
                 Plan::Serve(_) => "serve",
                 Plan::ServeAndRefresh(_) => "serve+refresh",
                 Plan::Revalidate {

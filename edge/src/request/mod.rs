@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use axum::response::IntoResponse;
+use shoal_cache_core::consistency::Mode;
 use shoal_cache_core::{CacheKey, CacheStatus};
 use tracing::{Instrument, debug, field};
 
@@ -198,8 +199,11 @@ async fn run(
                 })?,
         ),
     };
-    let served = match lookup::plan(lookup, min_version) {
-        lookup::Plan::Serve(obj) => fill::Served::Object(obj, CacheStatus::Hit),
+    // A `consistent` path is served from cache only under a lease; without one every copy
+    // is revalidated, and an unreachable origin is an error, never a stale read.
+    let unleased = st.mode(key.path_and_query()) == Mode::Consistent && !st.has_lease();
+    let served = match lookup::plan(lookup, min_version, unleased) {
+        lookup::Plan::Serve(obj) => Ok(fill::Served::Object(obj, CacheStatus::Hit)),
         lookup::Plan::ServeAndRefresh(obj) => {
             let (st2, key2, stale) = (st.clone(), key.clone(), obj.clone());
             tokio::spawn(async move {
@@ -207,7 +211,7 @@ async fn run(
                     debug!("background revalidation of {key2} failed: {e}");
                 }
             });
-            fill::Served::Object(obj, CacheStatus::StaleHit)
+            Ok(fill::Served::Object(obj, CacheStatus::StaleHit))
         }
         lookup::Plan::Revalidate {
             stale,
@@ -215,12 +219,19 @@ async fn run(
         } => match fill::fill(st, &key, target.authorized, Some(stale.clone())).await {
             Err(e) if serve_if_error && e.may_serve_stale() => {
                 tracing::warn!("origin failed, serving stale {key}: {e}");
-                fill::Served::Object(stale, CacheStatus::StaleHit)
+                Ok(fill::Served::Object(stale, CacheStatus::StaleHit))
             }
-            r => r?,
+            r => r,
         },
-        lookup::Plan::Fill => fill::fill(st, &key, target.authorized, None).await?,
+        lookup::Plan::Fill => fill::fill(st, &key, target.authorized, None).await,
     };
+    let served = served.map_err(|e| {
+        if unleased && e.is_origin_failure() {
+            EdgeError::NoLease(e.to_string())
+        } else {
+            e
+        }
+    })?;
     ctx.outcome = Outcome::Cache(served.status());
     Ok(respond::served(st, ctx, served))
 }

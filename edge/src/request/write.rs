@@ -119,7 +119,7 @@ pub(crate) async fn to_origin(
         });
     }
     let mode = st.mode(key.path_and_query());
-    if mode.stores_own_writes() {
+    if mode.drops_own_copies() {
         // Every variant of the path is now old.
         let path = InvalidationTarget::Keys(vec![target.path.clone()]);
         st.store.invalidate(matcher(&path), Purge::Remove).await;

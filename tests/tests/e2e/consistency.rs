@@ -222,3 +222,62 @@ async fn bad_writes_are_refused_and_change_nothing() {
     assert_eq!(get(e, "/inv/k").await.body, b"keep");
     c.shutdown().await;
 }
+
+/// `consistent` (System 3) under a partition: a write completes once the cut-off edge's
+/// lease has run out, and from then on that edge refuses the path (503) rather than serve
+/// the old version; an `invalidate` path on the same edge keeps serving its old copy (its
+/// promise is TTL-bounded staleness). After the partition heals both converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_paths_never_serve_a_stale_read_under_a_partition() {
+    let mut s = spec(1, 1, true);
+    s.origin.consistency = vec![ModeRule {
+        prefix: "/c/".into(),
+        mode: Mode::Consistent,
+    }];
+    s.origin.heartbeat = shoal_cache_core::size::HumanDuration::millis(100);
+    s.origin.lease = shoal_cache_core::size::HumanDuration::millis(800);
+    s.origin.admin_token = Some("admin".into());
+    let c = Cluster::start(s).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let o = origin(&c);
+    let e = c.regions[0].addrs[0];
+    origin_put(&c, "/c/a", "c1").await;
+    origin_put(&c, "/i/a", "i1").await;
+    get(e, "/i/a").await;
+    eventually(
+        Duration::from_secs(5),
+        "served from cache under a lease",
+        || async { get(e, "/c/a").await.header("cache-status") == Some("shoal; hit") },
+    )
+    .await;
+
+    c.relay.as_ref().expect("relay").set_blackhole(true);
+    let put = |path: &'static str, body: &'static str| async move {
+        let req = format!(
+            "PUT /objects{path} HTTP/1.1\r\nHost: o\r\nConnection: close\r\nAuthorization: Bearer admin\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        raw_http(o.admin_addr, req.as_bytes()).await
+    };
+    assert_eq!(put("/i/a", "i2").await.status, 201);
+    assert_eq!(
+        get(e, "/i/a").await.body,
+        b"i1",
+        "invalidate: stale while cut off (TTL-bound)"
+    );
+    // Returns once the edge's lease has expired (it cannot acknowledge).
+    assert_eq!(put("/c/a", "c2").await.status, 201);
+    let r = get(e, "/c/a").await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("no lease"));
+    assert_eq!(r.header("cache-status"), Some("shoal; detail=no-lease"));
+
+    c.relay.as_ref().expect("relay").set_blackhole(false);
+    eventually(
+        Duration::from_secs(10),
+        "both paths converge after the heal",
+        || async { get(e, "/c/a").await.body == b"c2" && get(e, "/i/a").await.body == b"i2" },
+    )
+    .await;
+    c.shutdown().await;
+}
