@@ -14,6 +14,7 @@
 //! The open-loop load generator (`load/`) arrives with its own issue; this crate holds no
 //! placeholder for it.
 
+pub mod cap;
 pub mod demo;
 pub mod harness;
 pub mod replay;

@@ -143,5 +143,6 @@ pub fn spec(regions: usize, edges: usize, relay: bool) -> ClusterSpec {
         origin,
         edge,
         relay,
+        region_relays: false,
     }
 }

@@ -103,6 +103,16 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Measure the consistency modes: writers and readers in 2 regions, region 1 cut off
+    /// from the origin for a while; prints the CAP table.
+    Cap {
+        /// Length of each phase (connected, cut off, healed).
+        #[arg(long, default_value = "3s")]
+        phase: shoal_cache_core::size::HumanDuration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a request trace through every cache policy and print hit ratios.
     Hitrate {
         /// Trace file (`timestamp,object_id,size` CSV, gzip or plain).
@@ -127,9 +137,16 @@ fn main() -> ExitCode {
             | Command::Hitrate { .. }
             | Command::Sign { .. }
             | Command::Purge { .. }
+            | Command::Cap { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+        // `cap` cuts a region off on purpose: the edges' warnings about it are expected.
+        let level = match (&cli.command, quiet) {
+            (Command::Cap { .. }, _) => "error",
+            (_, true) => "warn",
+            _ => "info",
+        };
+        tracing_subscriber::EnvFilter::new(level)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -276,6 +293,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     f.total.as_secs_f64() * 1e3,
                     f.failovers
                 );
+            }
+            Ok(())
+        }
+        Command::Cap { phase, json } => {
+            let rows = shoal_loadgen::cap::run(shoal_loadgen::cap::CapConfig {
+                phase: phase.get(),
+                ..Default::default()
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", shoal_loadgen::cap::render(&rows));
             }
             Ok(())
         }

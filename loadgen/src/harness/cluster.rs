@@ -34,6 +34,8 @@ pub struct ClusterSpec {
     pub edge: EdgeConfig,
     /// Route edge ↔ origin traffic through a [`Relay`] (for delay and partitions).
     pub relay: bool,
+    /// Give each region its own relay to the origin, so one region can be cut off alone.
+    pub region_relays: bool,
 }
 
 impl Default for ClusterSpec {
@@ -44,6 +46,7 @@ impl Default for ClusterSpec {
             origin: OriginConfig::default(),
             edge: EdgeConfig::default(),
             relay: false,
+            region_relays: false,
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct Region {
     pub addrs: Vec<SocketAddr>,
     /// Running edges (`None` once stopped).
     pub edges: Vec<Option<Edge>>,
+    /// The region's own relay to the origin, if the spec asked for one.
+    pub relay: Option<Relay>,
 }
 
 /// A running cluster.
@@ -118,6 +123,12 @@ impl Cluster {
         let origin_addr = relay.as_ref().map_or(origin.quic_addr, |r| r.addr);
         let mut regions = Vec::new();
         for name in &spec.regions {
+            let region_relay = if spec.region_relays {
+                Some(Relay::start(origin_addr).await.map_err(io)?)
+            } else {
+                None
+            };
+            let origin_addr = region_relay.as_ref().map_or(origin_addr, |r| r.addr);
             let mut listeners = Vec::new();
             for _ in 0..spec.edges_per_region {
                 let http = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
@@ -149,6 +160,7 @@ impl Cluster {
                 ids,
                 addrs,
                 edges,
+                relay: region_relay,
             });
         }
         Ok(Self {

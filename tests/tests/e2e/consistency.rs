@@ -281,3 +281,42 @@ async fn consistent_paths_never_serve_a_stale_read_under_a_partition() {
     .await;
     c.shutdown().await;
 }
+
+/// The CAP experiment (`shoal cap`) with short phases: every promise each mode makes
+/// holds in the recorded history. `direct` and `consistent` never return a superseded
+/// version; while connected, `invalidate` is stale only for the push's propagation and
+/// `ttl`/`write-through` at most for the TTL; every mode converges after the heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_experiment_finds_no_broken_promise() {
+    let cfg = shoal_loadgen::cap::CapConfig {
+        phase: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let ttl_ms = cfg.ttl.as_secs_f64() * 1000.0;
+    let rows = shoal_loadgen::cap::run(cfg).await.expect("cap run");
+    assert_eq!(rows.len(), Mode::ALL.len());
+    for r in &rows {
+        assert!(r.reads > 100 && r.writes > 10, "{r:?}");
+        assert!(r.eventual, "{} converges after the heal: {r:?}", r.mode);
+        match r.mode.as_str() {
+            "direct" | "consistent" => {
+                assert_eq!(r.stale_reads, 0, "{r:?}");
+                assert!(r.strong);
+            }
+            "invalidate" => assert!(r.worst_staleness_connected_ms < 100.0, "{r:?}"),
+            _ => assert!(r.worst_staleness_connected_ms <= ttl_ms + 1000.0, "{r:?}"),
+        }
+        assert_eq!(
+            r.partition_writes_ok_pct, 100.0,
+            "region 0 keeps writing: {r:?}"
+        );
+    }
+    let direct = rows
+        .iter()
+        .find(|r| r.mode == "direct")
+        .expect("direct row");
+    assert_eq!(
+        direct.partition_reads_ok_pct, 0.0,
+        "System 1 is unavailable when cut off"
+    );
+}
