@@ -224,6 +224,49 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
     Ok(rows)
 }
 
+/// Runs `op` every `every` until `end`, recording each call with the phase it was invoked
+/// and completed in; `op` returns the version written or read, `None` on failure.
+async fn record<F, Fut>(
+    region: usize,
+    write: bool,
+    every: Duration,
+    end: Instant,
+    phase: Arc<std::sync::atomic::AtomicU8>,
+    mut op: F,
+) -> Vec<Op>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let now_phase = || phase.load(std::sync::atomic::Ordering::SeqCst);
+    let mut ops = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        n += 1;
+        let (invoke, p) = (Instant::now(), now_phase());
+        let version = op(n).await;
+        ops.push(Op {
+            region,
+            write,
+            invoke,
+            complete: Instant::now(),
+            version,
+            phase: p,
+            phase_done: now_phase(),
+        });
+        tokio::time::sleep(every).await;
+    }
+    ops
+}
+
+/// The version an answer carries.
+fn version_of(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get("x-shoal-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn writer(
     edge: std::net::SocketAddr,
     path: String,
@@ -235,45 +278,27 @@ async fn writer(
     connector.set_nodelay(true);
     let http: Client<HttpConnector, Full<Bytes>> =
         Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let mut ops = Vec::new();
-    let mut n = 0u64;
-    while Instant::now() < end {
-        n += 1;
-        let invoke = Instant::now();
-        let p = phase.load(std::sync::atomic::Ordering::SeqCst);
+    record(0, true, every, end, phase, |n| {
         let req = http::Request::put(format!("http://{edge}{path}"))
             .header(http::header::HOST, HOST)
             .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
             .body(Full::new(Bytes::from(n.to_string())));
-        let version = match req {
-            Ok(req) => {
-                match tokio::time::timeout(Duration::from_secs(5), http.request(req)).await {
-                    Ok(Ok(resp)) if resp.status().is_success() => {
-                        let v = resp
-                            .headers()
-                            .get("x-shoal-version")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse().ok());
-                        let _ = resp.into_body().collect().await;
-                        v
-                    }
-                    _ => None,
-                }
-            }
-            Err(_) => None,
-        };
-        ops.push(Op {
-            region: 0,
-            write: true,
-            invoke,
-            complete: Instant::now(),
-            version,
-            phase: p,
-            phase_done: phase.load(std::sync::atomic::Ordering::SeqCst),
-        });
-        tokio::time::sleep(every).await;
-    }
-    ops
+        let http = &http;
+        async move {
+            let resp = tokio::time::timeout(Duration::from_secs(5), http.request(req.ok()?))
+                .await
+                .ok()?
+                .ok()?;
+            let v = resp
+                .status()
+                .is_success()
+                .then(|| version_of(resp.headers()))
+                .flatten();
+            let _ = resp.into_body().collect().await;
+            v
+        }
+    })
+    .await
 }
 
 async fn reader(
@@ -284,30 +309,16 @@ async fn reader(
     end: Instant,
     phase: Arc<std::sync::atomic::AtomicU8>,
 ) -> Vec<Op> {
-    let mut ops = Vec::new();
-    while Instant::now() < end {
-        let invoke = Instant::now();
-        let p = phase.load(std::sync::atomic::Ordering::SeqCst);
-        let version = match client.get(&path).await {
-            Ok(f) if f.status.is_success() => f
-                .headers
-                .get("x-shoal-version")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
-            _ => None,
-        };
-        ops.push(Op {
-            region,
-            write: false,
-            invoke,
-            complete: Instant::now(),
-            version,
-            phase: p,
-            phase_done: phase.load(std::sync::atomic::Ordering::SeqCst),
-        });
-        tokio::time::sleep(every).await;
-    }
-    ops
+    record(region, false, every, end, phase, |_| {
+        let (client, path) = (&client, &path);
+        async move {
+            match client.get(path).await {
+                Ok(f) if f.status.is_success() => version_of(&f.headers),
+                _ => None,
+            }
+        }
+    })
+    .await
 }
 
 fn histogram() -> Result<Histogram<u64>, LoadgenError> {

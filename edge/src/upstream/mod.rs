@@ -410,17 +410,25 @@ impl OriginClient {
         }
     }
 
+    /// A new stream for one request, and the request's id.
+    async fn open(
+        &self,
+        conn: &quinn::Connection,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, u64), EdgeError> {
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| EdgeError::OriginUnavailable(e.to_string()))?;
+        Ok((send, recv, self.next_id.fetch_add(1, Ordering::Relaxed)))
+    }
+
     async fn fetch_once(
         &self,
         conn: &quinn::Connection,
         req: &Fetch,
     ) -> Result<OriginReply, EdgeError> {
         let unavailable = |e: String| EdgeError::OriginUnavailable(e);
-        let (mut send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (mut send, recv, request_id) = self.open(conn).await?;
         let msg = Message::Fetch(FetchRequest {
             request_id,
             key: req.target.clone(),
@@ -498,11 +506,7 @@ impl OriginClient {
         req: &Write,
     ) -> Result<Written, EdgeError> {
         let unavailable = |e: String| EdgeError::OriginUnavailable(e);
-        let (mut send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (mut send, recv, request_id) = self.open(conn).await?;
         let head = Message::Write(WriteRequest {
             request_id,
             key: req.path.clone(),
