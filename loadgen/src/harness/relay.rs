@@ -77,7 +77,7 @@ impl Default for Knobs {
     fn default() -> Self {
         Self {
             faults: std::sync::Mutex::new([Faults::default(); 2]),
-            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(0x5348_4f41_4c)),
+            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(0x0053_484f_414c)),
             dropped: AtomicU64::new(0),
         }
     }
