@@ -34,6 +34,7 @@ use shoal_origin::CacheRule;
 
 use crate::LoadgenError;
 use crate::harness::cluster::{Cluster, ClusterSpec, HOST};
+use crate::harness::relay::{Direction, Faults};
 
 /// Experiment settings.
 #[derive(Debug, Clone)]
@@ -48,6 +49,10 @@ pub struct CapConfig {
     pub ttl: Duration,
     /// Lease of `consistent` paths.
     pub lease: Duration,
+    /// Faults on every region's link to the origin, both ways, for the whole run.
+    pub faults: Faults,
+    /// Seed of the relays' fault generators.
+    pub seed: u64,
 }
 
 impl Default for CapConfig {
@@ -58,6 +63,8 @@ impl Default for CapConfig {
             read_every: Duration::from_millis(10),
             ttl: Duration::from_secs(1),
             lease: Duration::from_secs(1),
+            faults: Faults::default(),
+            seed: 1,
         }
     }
 }
@@ -166,6 +173,13 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
                 .put(&key(m), Bytes::from_static(b"0"), None, vec![])?;
         }
     }
+    for (i, r) in cluster.regions.iter().enumerate() {
+        if let Some(relay) = &r.relay {
+            relay.seed(cfg.seed.wrapping_add(i as u64));
+            relay.set_faults(Direction::ToOrigin, cfg.faults);
+            relay.set_faults(Direction::ToEdge, cfg.faults);
+        }
+    }
     let writer_edge = cluster.regions[0].addrs[0];
     let readers = [cluster.client(0)?, cluster.client(1)?];
     let phase = Arc::new(std::sync::atomic::AtomicU8::new(0));
@@ -199,7 +213,15 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
     tokio::time::sleep(cfg.phase).await;
     let cut = |on: bool| {
         if let Some(r) = &cluster.regions[1].relay {
-            r.set_blackhole(on);
+            for d in [Direction::ToOrigin, Direction::ToEdge] {
+                r.set_faults(
+                    d,
+                    Faults {
+                        cut: on,
+                        ..cfg.faults
+                    },
+                );
+            }
         }
         phase.store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::SeqCst);
     };

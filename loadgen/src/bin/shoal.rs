@@ -109,6 +109,13 @@ enum Command {
         /// Length of each phase (connected, cut off, healed).
         #[arg(long, default_value = "3s")]
         phase: shoal_cache_core::size::HumanDuration,
+        /// Share of packets dropped, duplicated and reordered (each) on every link to the
+        /// origin, both ways, for the whole run.
+        #[arg(long, default_value_t = 0.0)]
+        faults: f64,
+        /// Seed of the fault generators (a failing run replays with the same seed).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -296,9 +303,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cap { phase, json } => {
+        Command::Cap {
+            phase,
+            faults,
+            seed,
+            json,
+        } => {
+            if !(0.0..=1.0).contains(&faults) {
+                bail!("--faults must be between 0 and 1, got {faults}");
+            }
             let rows = shoal_loadgen::cap::run(shoal_loadgen::cap::CapConfig {
                 phase: phase.get(),
+                faults: shoal_loadgen::harness::relay::Faults {
+                    drop: faults,
+                    duplicate: faults,
+                    reorder: faults,
+                    reorder_window: std::time::Duration::from_millis(5),
+                    ..Default::default()
+                },
+                seed,
                 ..Default::default()
             })
             .await?;

@@ -282,14 +282,24 @@ async fn consistent_paths_never_serve_a_stale_read_under_a_partition() {
     c.shutdown().await;
 }
 
-/// The CAP experiment (`shoal cap`) with short phases: every promise each mode makes
-/// holds in the recorded history. `direct` and `consistent` never return a superseded
-/// version; while connected, `invalidate` is stale only for the push's propagation and
-/// `ttl`/`write-through` at most for the TTL; every mode converges after the heal.
+/// The CAP experiment (`shoal cap`) with short phases over lossy links: every promise
+/// each mode makes holds in the recorded history. `direct` and `consistent` never return a
+/// superseded version; while connected, `invalidate` is stale only for the push's
+/// propagation (within the dead-subscription bound) and `ttl`/`write-through` at most for
+/// the TTL; every mode converges after the heal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_experiment_finds_no_broken_promise() {
+    // With 3% of packets dropped, duplicated and reordered on every link, seeded.
     let cfg = shoal_loadgen::cap::CapConfig {
         phase: Duration::from_millis(1500),
+        faults: shoal_loadgen::harness::relay::Faults {
+            drop: 0.03,
+            duplicate: 0.03,
+            reorder: 0.03,
+            reorder_window: Duration::from_millis(5),
+            ..Default::default()
+        },
+        seed: 11,
         ..Default::default()
     };
     let ttl_ms = cfg.ttl.as_secs_f64() * 1000.0;
@@ -303,7 +313,9 @@ async fn the_cap_experiment_finds_no_broken_promise() {
                 assert_eq!(r.stale_reads, 0, "{r:?}");
                 assert!(r.strong);
             }
-            "invalidate" => assert!(r.worst_staleness_connected_ms < 100.0, "{r:?}"),
+            // Propagation, including QUIC's loss recovery; a push that never arrives ends
+            // the subscription after three heartbeats (3 × 200 ms here) and is replayed.
+            "invalidate" => assert!(r.worst_staleness_connected_ms < 600.0, "{r:?}"),
             _ => assert!(r.worst_staleness_connected_ms <= ttl_ms + 1000.0, "{r:?}"),
         }
         assert_eq!(
