@@ -282,45 +282,32 @@ async fn consistent_paths_never_serve_a_stale_read_under_a_partition() {
     c.shutdown().await;
 }
 
-/// The CAP experiment (`shoal cap`) with short phases over lossy links: every promise
-/// each mode makes holds in the recorded history. `direct` and `consistent` never return a
-/// superseded version; while connected, `invalidate` is stale only for the push's
-/// propagation (within the dead-subscription bound) and `ttl`/`write-through` at most for
-/// the TTL; every mode converges after the heal.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cap_experiment_finds_no_broken_promise() {
-    // With 3% of packets dropped, duplicated and reordered on every link, seeded.
-    let cfg = shoal_loadgen::cap::CapConfig {
-        phase: Duration::from_millis(1500),
-        faults: shoal_loadgen::harness::relay::Faults {
-            drop: 0.03,
-            duplicate: 0.03,
-            reorder: 0.03,
-            reorder_window: Duration::from_millis(5),
-            ..Default::default()
-        },
-        seed: 11,
-        ..Default::default()
-    };
-    let ttl_ms = cfg.ttl.as_secs_f64() * 1000.0;
-    let rows = shoal_loadgen::cap::run(cfg).await.expect("cap run");
+/// Checks every promise each mode makes in one `shoal cap` run's rows.
+fn assert_promises(rows: &[shoal_loadgen::cap::ModeRow], ttl_ms: f64, what: &str) {
     assert_eq!(rows.len(), Mode::ALL.len());
-    for r in &rows {
-        assert!(r.reads > 100 && r.writes > 10, "{r:?}");
-        assert!(r.eventual, "{} converges after the heal: {r:?}", r.mode);
+    for r in rows {
+        assert!(r.reads > 100 && r.writes > 10, "{what}: {r:?}");
+        assert!(
+            r.eventual,
+            "{what}: {} converges after the heal: {r:?}",
+            r.mode
+        );
         match r.mode.as_str() {
             "direct" | "consistent" => {
-                assert_eq!(r.stale_reads, 0, "{r:?}");
+                assert_eq!(r.stale_reads, 0, "{what}: {r:?}");
                 assert!(r.strong);
             }
             // Propagation, including QUIC's loss recovery; a push that never arrives ends
             // the subscription after three heartbeats (3 × 200 ms here) and is replayed.
-            "invalidate" => assert!(r.worst_staleness_connected_ms < 600.0, "{r:?}"),
-            _ => assert!(r.worst_staleness_connected_ms <= ttl_ms + 1000.0, "{r:?}"),
+            "invalidate" => assert!(r.worst_staleness_connected_ms < 600.0, "{what}: {r:?}"),
+            _ => assert!(
+                r.worst_staleness_connected_ms <= ttl_ms + 1000.0,
+                "{what}: {r:?}"
+            ),
         }
         assert_eq!(
             r.partition_writes_ok_pct, 100.0,
-            "region 0 keeps writing: {r:?}"
+            "{what}: region 0 keeps writing: {r:?}"
         );
     }
     let direct = rows
@@ -329,6 +316,59 @@ async fn the_cap_experiment_finds_no_broken_promise() {
         .expect("direct row");
     assert_eq!(
         direct.partition_reads_ok_pct, 0.0,
-        "System 1 is unavailable when cut off"
+        "{what}: System 1 is unavailable when cut off"
     );
+}
+
+fn lossy(seed: u64, share: f64, phase: Duration) -> shoal_loadgen::cap::CapConfig {
+    shoal_loadgen::cap::CapConfig {
+        phase,
+        faults: shoal_loadgen::harness::relay::Faults {
+            drop: share,
+            duplicate: share,
+            reorder: share,
+            reorder_window: Duration::from_millis(5),
+            ..Default::default()
+        },
+        seed,
+        ..Default::default()
+    }
+}
+
+/// The CAP experiment (`shoal cap`) with short phases over lossy links (3% of packets
+/// dropped, duplicated and reordered on every link, seeded): every promise each mode makes
+/// holds in the recorded history. `direct` and `consistent` never return a superseded
+/// version; while connected, `invalidate` is stale only for the push's propagation (within
+/// the dead-subscription bound) and `ttl`/`write-through` at most for the TTL; every mode
+/// converges after the heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_experiment_finds_no_broken_promise() {
+    let cfg = lossy(11, 0.03, Duration::from_millis(1500));
+    let ttl_ms = cfg.ttl.as_secs_f64() * 1000.0;
+    let rows = shoal_loadgen::cap::run(cfg).await.expect("cap run");
+    assert_promises(&rows, ttl_ms, "seed 11");
+}
+
+/// The long variant, on demand: `SHOAL_CAP_SEEDS=20 cargo test -p shoal-tests --test e2e
+/// long_seeded` runs that many seeded experiments (3 s phases, 5% of packets dropped,
+/// duplicated and reordered), about 7,000 operations each, and checks every promise in
+/// each. Skipped (and says so) without the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_seeded_cap_runs() {
+    let Some(seeds) = std::env::var("SHOAL_CAP_SEEDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        eprintln!("skipped: set SHOAL_CAP_SEEDS=N to run N seeded CAP experiments");
+        return;
+    };
+    let mut ops = 0;
+    for seed in 1..=seeds {
+        let cfg = lossy(seed, 0.05, Duration::from_secs(3));
+        let ttl_ms = cfg.ttl.as_secs_f64() * 1000.0;
+        let rows = shoal_loadgen::cap::run(cfg).await.expect("cap run");
+        assert_promises(&rows, ttl_ms, &format!("seed {seed}"));
+        ops += rows.iter().map(|r| r.reads + r.writes).sum::<u64>();
+        eprintln!("seed {seed}: every promise held ({ops} operations so far)");
+    }
 }
