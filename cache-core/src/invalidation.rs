@@ -217,6 +217,21 @@ pub fn matcher(target: &InvalidationTarget) -> Matcher<CachedObject> {
     }
 }
 
+/// Most surrogate keys one object may carry.
+pub const MAX_TAGS: usize = 64;
+/// Longest surrogate key, in bytes.
+pub const MAX_TAG_LEN: usize = 256;
+
+/// Checks an object's surrogate keys against the limits.
+pub fn check_tags(tags: &[String]) -> Result<(), String> {
+    if tags.len() > MAX_TAGS || tags.iter().any(|t| t.len() > MAX_TAG_LEN) {
+        return Err(format!(
+            "Surrogate-Key: at most {MAX_TAGS} tags of at most {MAX_TAG_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// The surrogate keys of a response: the space-separated tokens of its `Surrogate-Key`
 /// headers (the convention Fastly and Varnish use).
 pub fn surrogate_keys(headers: &[(String, String)]) -> Vec<String> {

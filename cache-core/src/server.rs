@@ -29,6 +29,36 @@ use tracing::debug;
 
 use crate::size::HumanDuration;
 
+/// The token of a request's one `Authorization: Bearer` header (scheme matched
+/// case-insensitively, RFC 9110 §11.1), or why there is none. Every listener that takes a
+/// token (the origin's admin API, an edge's writes) reads it here.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, &'static str> {
+    let mut all = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return Err("exactly one Authorization header is required");
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| "Authorization is not visible ASCII")?;
+    let (scheme, token) = v.trim().split_once([' ', '\t']).ok_or("no bearer token")?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("the scheme must be Bearer");
+    }
+    Ok(token.trim())
+}
+
+/// The surrogate keys a request or response names in its `Surrogate-Key` headers.
+pub fn surrogate_keys(headers: &axum::http::HeaderMap) -> Result<Vec<String>, &'static str> {
+    let mut out = Vec::new();
+    for v in headers.get_all("surrogate-key") {
+        let v = v
+            .to_str()
+            .map_err(|_| "Surrogate-Key is not visible ASCII")?;
+        out.extend(v.split_ascii_whitespace().map(str::to_string));
+    }
+    Ok(out)
+}
+
 /// The peer address of the connection a request came on, as a request extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);

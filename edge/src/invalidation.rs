@@ -118,9 +118,6 @@ async fn subscription(
     state.set_modes(modes);
     pos.subscribed(epoch, seq, reset);
     state.metrics.subscribed(true);
-    state
-        .following
-        .store(true, std::sync::atomic::Ordering::Release);
     client.set_following();
     debug!(
         epoch,

@@ -234,7 +234,7 @@ fn ready(st: &EdgeState) -> Result<(), &'static str> {
     if !st.origin.is_up() {
         return Err("origin not reached\n");
     }
-    if !st.following.load(Ordering::Acquire) {
+    if !st.origin.is_following() {
         return Err("not yet subscribed to invalidations\n");
     }
     Ok(())

@@ -32,10 +32,6 @@ pub(crate) struct EdgeState {
     pub(crate) metrics: Metrics,
     /// Set at shutdown: readiness turns false before listeners close.
     pub(crate) draining: AtomicBool,
-    /// Set once the first invalidation subscription has been answered (and the cache reset
-    /// to match it): not ready before, so no client is served from a cache about to be
-    /// dropped.
-    pub(crate) following: AtomicBool,
     /// Consistency modes by path, as the origin announced them on the last subscription.
     pub(crate) modes: std::sync::RwLock<Arc<Modes>>,
     /// Until when this edge holds the origin's lease (for `consistent` paths).
@@ -75,7 +71,6 @@ impl EdgeState {
             ),
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
-            following: AtomicBool::new(false),
             modes: std::sync::RwLock::new(Arc::new(Modes::default())),
             lease_until: std::sync::Mutex::new(None),
             node_header,

@@ -32,9 +32,9 @@ use shoal_client::RegionClient;
 use shoal_edge::config::Secret;
 use shoal_origin::CacheRule;
 
-use crate::LoadgenError;
 use crate::harness::cluster::{Cluster, ClusterSpec, HOST};
 use crate::harness::relay::{Direction, Faults};
+use crate::{LoadgenError, histogram};
 
 /// Experiment settings.
 #[derive(Debug, Clone)]
@@ -340,11 +340,6 @@ async fn reader(
         }
     })
     .await
-}
-
-fn histogram() -> Result<Histogram<u64>, LoadgenError> {
-    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .map_err(|e| LoadgenError::Histogram(e.to_string()))
 }
 
 /// Checks one mode's history.

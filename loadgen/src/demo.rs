@@ -15,8 +15,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use shoal_client::RegionClient;
 
-use crate::LoadgenError;
 use crate::harness::cluster::{Cluster, ClusterSpec};
+use crate::{LoadgenError, histogram};
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -175,11 +175,6 @@ struct Pass {
     hits: u64,
     errors: u64,
     bytes: u64,
-}
-
-fn histogram() -> Result<Histogram<u64>, LoadgenError> {
-    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .map_err(|e| LoadgenError::Histogram(e.to_string()))
 }
 
 /// Fetches every path once through `client`, `concurrency` requests at a time.

@@ -87,3 +87,9 @@ pub enum LoadgenError {
     #[error("cannot start the replay runtime: {0}")]
     Runtime(std::io::Error),
 }
+
+/// A latency histogram in microseconds (1 µs to 60 s, 3 significant digits).
+pub(crate) fn histogram() -> Result<hdrhistogram::Histogram<u64>, LoadgenError> {
+    hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| LoadgenError::Histogram(e.to_string()))
+}

@@ -63,23 +63,6 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// The bearer token of the request's one `Authorization` header (scheme matched
-/// case-insensitively, RFC 9110 §11.1), or why there is none.
-fn bearer(headers: &HeaderMap) -> Result<&str, &'static str> {
-    let mut all = headers.get_all(header::AUTHORIZATION).iter();
-    let (Some(v), None) = (all.next(), all.next()) else {
-        return Err("exactly one Authorization header is required");
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| "Authorization is not visible ASCII")?;
-    let (scheme, token) = v.trim().split_once([' ', '\t']).ok_or("no bearer token")?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err("the scheme must be Bearer");
-    }
-    Ok(token.trim())
-}
-
 /// The refusal to send, or `None` when the request carries the admin token.
 fn refusal(state: &State, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.config.admin_token else {
@@ -88,7 +71,7 @@ fn refusal(state: &State, headers: &HeaderMap) -> Option<Response> {
             "object writes are disabled: no admin_token configured\n",
         ));
     };
-    match bearer(headers) {
+    match shoal_cache_core::server::bearer(headers) {
         Ok(g) if crate::same_secret(g, token) => None,
         Ok(_) => Some(unauthorized("invalid bearer token")),
         Err(why) => Some(unauthorized(why)),
@@ -132,21 +115,6 @@ fn object_path(uri: &Uri) -> &str {
     uri.path().strip_prefix("/objects").unwrap_or("/")
 }
 
-/// A `Surrogate-Key` value's tags, or why it is not one.
-fn tags(headers: &HeaderMap) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for v in headers.get_all("surrogate-key") {
-        let v = v
-            .to_str()
-            .map_err(|_| "Surrogate-Key is not visible ASCII".to_string())?;
-        out.extend(v.split_ascii_whitespace().map(str::to_string));
-    }
-    if out.len() > 64 || out.iter().any(|t| t.len() > 256) {
-        return Err("Surrogate-Key: at most 64 tags of at most 256 bytes".into());
-    }
-    Ok(out)
-}
-
 async fn put_object(
     AxState(state): AxState<Arc<State>>,
     uri: Uri,
@@ -157,7 +125,7 @@ async fn put_object(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let tags = match tags(&headers) {
+    let tags = match shoal_cache_core::server::surrogate_keys(&headers) {
         Ok(t) => t,
         Err(why) => return text(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
@@ -179,7 +147,9 @@ async fn put_object(
             ),
         )
             .into_response(),
-        Err(e @ OriginError::BadPath { .. }) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e @ (OriginError::BadPath { .. } | OriginError::BadTags(_))) => {
+            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }

@@ -11,6 +11,9 @@ pub enum OriginError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An object's surrogate keys are over the limits.
+    #[error("{0}")]
+    BadTags(String),
     /// No object at this path.
     #[error("no object at {0}")]
     NotFound(String),

@@ -73,6 +73,8 @@ impl Writer {
         content_type: Option<String>,
         tags: Vec<String>,
     ) -> Result<(Arc<store::Object>, Option<Invalidation>), OriginError> {
+        // One check for writes from the admin API and from edges alike.
+        shoal_cache_core::invalidation::check_tags(&tags).map_err(OriginError::BadTags)?;
         let obj = self
             .state
             .store

@@ -263,7 +263,9 @@ async fn write(
                     headers: object_headers(state, &w.key, &obj),
                     message: String::new(),
                 },
-                Err(e @ OriginError::BadPath { .. }) => answer(400, e.to_string()),
+                Err(e @ (OriginError::BadPath { .. } | OriginError::BadTags(_))) => {
+                    answer(400, e.to_string())
+                }
                 Err(e) => answer(500, e.to_string()),
             }
         }

@@ -1,8 +1,11 @@
 //! The authoritative objects: an in-memory store written through the admin API, over a
 //! read-only content directory.
 //!
-//! Every object has a version (a global counter, so a rewrite always gets a higher one) and
-//! a strong ETag derived from version and content hash. Memory wins over the directory for
+//! Every object has a version and a strong ETag derived from version and content hash.
+//! Versions are microseconds since the epoch: a file's is its modification time, a written
+//! object's a counter that starts at the origin's start time. So a write over a file, and a
+//! write after an origin restart, always get a higher version than what edges and clients
+//! saw before (the session guarantees compare them). Memory wins over the directory for
 //! the same path; deleting a memory object reveals the file again (if any).
 
 use std::collections::HashMap;
@@ -90,6 +93,12 @@ pub fn safe_path(raw: &str) -> Result<String, OriginError> {
     })
 }
 
+/// A wall-clock time as a version.
+fn micros_since_epoch(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 fn content_type_for(path: &str) -> &'static str {
     match path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()) {
         Some(e) if e == "m3u8" => "application/vnd.apple.mpegurl",
@@ -125,7 +134,7 @@ impl ObjectStore {
         Ok(Self {
             memory: RwLock::new(HashMap::new()),
             content_dir,
-            next_version: AtomicU64::new(1),
+            next_version: AtomicU64::new(micros_since_epoch(std::time::SystemTime::now())),
         })
     }
 
@@ -221,9 +230,8 @@ impl ObjectStore {
         }
         // A file's version is its modification time, stable across restarts; its ETag is
         // modification time and length (as nginx makes it), so no fetch reads it whole.
-        let mtime = meta
-            .modified()
-            .ok()
+        let modified = meta.modified().ok();
+        let mtime = modified
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .unwrap_or_default();
         Ok(Arc::new(Object {
@@ -232,7 +240,7 @@ impl ObjectStore {
                 path: real,
                 len: meta.len(),
             },
-            version: mtime.as_secs(),
+            version: modified.map_or(0, micros_since_epoch),
             content_type: content_type_for(path).to_string(),
             tags: Vec::new(),
         }))

@@ -182,8 +182,9 @@ async fn run(
         ctx.outcome = Outcome::Written;
         return write::to_origin(st, ctx, &target, &key, body).await;
     }
+    let mode = st.mode(key.path_and_query());
     // `direct` paths are never cached: every read goes to the origin.
-    let lookup = if st.mode(key.path_and_query()).caches() {
+    let lookup = if mode.caches() {
         st.store.lookup(key.as_str(), ctx.now).await
     } else {
         shoal_cache_core::Lookup::Miss
@@ -201,7 +202,7 @@ async fn run(
     };
     // A `consistent` path is served from cache only under a lease; without one every copy
     // is revalidated, and an unreachable origin is an error, never a stale read.
-    let unleased = st.mode(key.path_and_query()) == Mode::Consistent && !st.has_lease();
+    let unleased = mode == Mode::Consistent && !st.has_lease();
     let served = match lookup::plan(lookup, min_version, unleased) {
         lookup::Plan::Serve(obj) => Ok(fill::Served::Object(obj, CacheStatus::Hit)),
         lookup::Plan::ServeAndRefresh(obj) => {

@@ -20,7 +20,7 @@ use axum::http::{HeaderValue, Method, Response, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use shoal_cache_core::consistency::Mode;
-use shoal_cache_core::invalidation::{matcher, surrogate_keys};
+use shoal_cache_core::invalidation::matcher;
 use shoal_cache_core::store::Purge;
 use shoal_cache_core::wire::{BodyLength, InvalidationTarget, ResponseHead, WriteMethod};
 use shoal_cache_core::{CacheKey, Exchange};
@@ -39,21 +39,13 @@ pub(crate) async fn admit(st: &EdgeState, ctx: &Ctx, body: Body) -> Result<Bytes
     let Some(token) = &st.config.write_token else {
         return Err(EdgeError::MethodNotAllowed(ctx.method.to_string()));
     };
-    let mut auth = ctx.headers.get_all(header::AUTHORIZATION).iter();
-    let given = match (auth.next(), auth.next()) {
-        (Some(v), None) => v.to_str().ok().and_then(|v| {
-            let (scheme, t) = v.trim().split_once([' ', '\t'])?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| t.trim())
-        }),
-        _ => None,
-    };
-    match given {
-        Some(g) if token.matches(g) => {}
-        Some(_) => return Err(EdgeError::Unauthorized("invalid write token".into())),
-        None => {
-            return Err(EdgeError::Unauthorized(
-                "writes need exactly one Authorization: Bearer header".into(),
-            ));
+    match shoal_cache_core::server::bearer(&ctx.headers) {
+        Ok(g) if token.matches(g) => {}
+        Ok(_) => return Err(EdgeError::Unauthorized("invalid write token".into())),
+        Err(why) => {
+            return Err(EdgeError::Unauthorized(format!(
+                "writes need a bearer token: {why}"
+            )));
         }
     }
     let limit = st.config.cache.max_object_size.bytes();
@@ -94,14 +86,8 @@ pub(crate) async fn to_origin(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let tags = surrogate_keys(
-        &ctx.headers
-            .get_all("surrogate-key")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| ("surrogate-key".to_string(), v.to_string()))
-            .collect::<Vec<_>>(),
-    );
+    let tags = shoal_cache_core::server::surrogate_keys(&ctx.headers)
+        .map_err(|why| EdgeError::BadRequest(why.into()))?;
     let w = st
         .origin
         .write(Write {

@@ -112,6 +112,11 @@ pub trait Origin: Send + Sync + fmt::Debug + 'static {
     fn write(&self, req: Write) -> BoxFuture<'_, Result<Written, EdgeError>>;
     /// Whether the link is up now. Answers at once.
     fn is_up(&self) -> bool;
+    /// Whether fetches may go ahead: an edge's first invalidation subscription is live
+    /// (see [`OriginClient::set_following`]). Answers at once.
+    fn is_following(&self) -> bool {
+        true
+    }
 }
 
 /// Link settings, from the edge config.
@@ -570,5 +575,9 @@ impl Origin for OriginClient {
 
     fn is_up(&self) -> bool {
         matches!(&*self.link.borrow(), Link::Up(c) if c.close_reason().is_none())
+    }
+
+    fn is_following(&self) -> bool {
+        *self.following.borrow()
     }
 }
