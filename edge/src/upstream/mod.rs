@@ -393,18 +393,10 @@ impl OriginClient {
     pub async fn fetch(&self, req: &Fetch) -> Result<OriginReply, EdgeError> {
         let mut attempt = 0;
         loop {
-            self.breaker
-                .check(Instant::now())
-                .map_err(EdgeError::CircuitOpen)?;
-            let conn = self.connection().await?;
-            let r = tokio::time::timeout(self.settings.fetch_timeout, self.fetch_once(&conn, req))
+            match self
+                .attempt(|conn| async move { self.fetch_once(&conn, req).await })
                 .await
-                .unwrap_or(Err(EdgeError::OriginTimeout(self.settings.fetch_timeout)));
-            self.breaker.record(
-                !r.as_ref().is_err_and(EdgeError::is_origin_failure),
-                Instant::now(),
-            );
-            match r {
+            {
                 Err(e) if e.is_retryable() && attempt < self.settings.retries => {
                     let cap = 50u64 << attempt.min(6);
                     tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
@@ -490,12 +482,23 @@ impl OriginClient {
     /// Forwards a write: the request head, the body in chunks, then the origin's answer.
     /// Bounded by the fetch timeout; never retried.
     pub async fn write(&self, req: &Write) -> Result<Written, EdgeError> {
+        self.attempt(|conn| async move { self.write_once(&conn, req).await })
+            .await
+    }
+
+    /// One attempt of `op` on the connection: refused while the breaker is open, bounded by
+    /// the fetch timeout, and counted by the breaker.
+    async fn attempt<T, F, Fut>(&self, op: F) -> Result<T, EdgeError>
+    where
+        F: FnOnce(quinn::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, EdgeError>>,
+    {
         self.breaker
             .check(Instant::now())
             .map_err(EdgeError::CircuitOpen)?;
         let conn = self.connection().await?;
         let limit = self.settings.fetch_timeout;
-        let r = tokio::time::timeout(limit, self.write_once(&conn, req))
+        let r = tokio::time::timeout(limit, op(conn))
             .await
             .unwrap_or(Err(EdgeError::OriginTimeout(limit)));
         self.breaker.record(
