@@ -8,6 +8,7 @@
 //! | `write-through` | System 2 | cached | the owner edge writes to the origin, waits, stores the new version; other edges are not told |
 //! | `invalidate` | System 2 + pushed invalidations | cached | as write-through, and every edge is told (asynchronously) |
 //! | `consistent` | System 3, leases | cached while the edge holds a lease; without one, revalidated (and an error, never a stale copy, when the origin cannot be reached) | acknowledged once every edge holding a lease has applied the invalidation or its lease has run out |
+//! | `write-back` | the thought experiment | cached; the owner edge serves its own unflushed writes | acknowledged once in the owner edge's write-back buffer; written to the origin after a bounded delay, when the buffer is full, and on drain; **lost if the edge dies** |
 //!
 //! Explicit purges reach every edge in every mode.
 
@@ -33,16 +34,20 @@ pub enum Mode {
     /// System 3: reads are served from cache only under a lease; a write completes once
     /// every lease holder has applied it or its lease has expired.
     Consistent,
+    /// The course's write-back thought experiment: a write is acknowledged once it is in
+    /// the owner edge's buffer and reaches the origin later. Unsafe: lost if the edge dies.
+    WriteBack,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Direct,
         Mode::Ttl,
         Mode::WriteThrough,
         Mode::Invalidate,
         Mode::Consistent,
+        Mode::WriteBack,
     ];
 
     /// The config name.
@@ -53,6 +58,7 @@ impl Mode {
             Self::WriteThrough => "write-through",
             Self::Invalidate => "invalidate",
             Self::Consistent => "consistent",
+            Self::WriteBack => "write-back",
         }
     }
 
@@ -61,9 +67,14 @@ impl Mode {
         self != Self::Direct
     }
 
-    /// Whether a write invalidates every edge.
+    /// Whether a write invalidates every edge (for `write-back`, when it is flushed).
     pub fn pushes_writes(self) -> bool {
-        matches!(self, Self::Invalidate | Self::Consistent)
+        matches!(self, Self::Invalidate | Self::Consistent | Self::WriteBack)
+    }
+
+    /// Whether a write through an edge is acknowledged before it reaches the origin.
+    pub fn defers_writes(self) -> bool {
+        self == Self::WriteBack
     }
 
     /// Whether a write waits for every lease holder (or its lease's expiry).
@@ -76,7 +87,7 @@ impl Mode {
     pub fn drops_own_copies(self) -> bool {
         matches!(
             self,
-            Self::WriteThrough | Self::Invalidate | Self::Consistent
+            Self::WriteThrough | Self::Invalidate | Self::Consistent | Self::WriteBack
         )
     }
 }

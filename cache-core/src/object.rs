@@ -11,6 +11,14 @@ use crate::freshness::{Freshness, FreshnessState};
 /// millions of them within a small byte budget.
 pub const ENTRY_OVERHEAD: u64 = 256;
 
+/// The strong ETag of a written object: its version and a hash of its body. The origin
+/// and a `write-back` edge (which acknowledges a write before the origin sees it) both
+/// use it, so a write keeps its ETag when it is flushed.
+pub fn etag_for(version: u64, body: &[u8]) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(body);
+    format!("\"{version:x}-{h:016x}\"")
+}
+
 /// Anything the [`crate::store::Store`] can hold.
 pub trait Cacheable: Send + Sync + 'static {
     /// Bytes this entry costs against the capacity.

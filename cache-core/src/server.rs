@@ -186,9 +186,13 @@ pub async fn serve(
         .keep_alive_interval(header_timeout)
         .keep_alive_timeout(header_timeout);
     let builder = Arc::new(builder);
+    // Connections live in a set this future owns: aborting it (an edge killed in a fault
+    // test, as a crash would) ends every connection too, not only the accept loop.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -210,7 +214,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (builder, watcher, app) = (builder.clone(), graceful.watcher(), app.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _held = (permit, slot);
             if !first_bytes(&stream, header_timeout).await {
                 return;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::WireError;
 
 /// The protocol version this build speaks; carried in every frame header.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// ALPN id of the edge ↔ origin protocol over QUIC.
 pub const ALPN: &[u8] = b"shoal/1";
 /// Frame magic: ASCII `SH`.
@@ -268,6 +268,10 @@ pub struct WriteRequest {
     pub tags: Vec<String>,
     /// Body length of a put (chunks follow); 0 for a delete.
     pub length: u64,
+    /// The version an edge gave a `write-back` put when it acknowledged it; the origin
+    /// keeps it unless it already holds a newer version (last writer wins). `None`: the
+    /// origin assigns the next version.
+    pub version: Option<u64>,
 }
 
 /// Origin → edge: the write's outcome.

@@ -111,10 +111,11 @@ fn message() -> impl Strategy<Value = Message> {
             s(),
             any::<bool>(),
             prop::option::of(s()),
-            any::<u64>()
+            any::<u64>(),
+            prop::option::of(any::<u64>())
         )
-            .prop_map(
-                |(request_id, key, put, content_type, length)| Message::Write(WriteRequest {
+            .prop_map(|(request_id, key, put, content_type, length, version)| {
+                Message::Write(WriteRequest {
                     request_id,
                     key,
                     method: if put {
@@ -125,8 +126,9 @@ fn message() -> impl Strategy<Value = Message> {
                     content_type,
                     tags: vec![],
                     length,
+                    version,
                 })
-            ),
+            }),
         (
             any::<u64>(),
             any::<u16>(),

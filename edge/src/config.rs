@@ -165,6 +165,30 @@ pub struct OverloadSection {
     pub fill_queue_timeout: HumanDuration,
 }
 
+/// The `write-back` buffer: writes to `write-back` paths acknowledged here and flushed to
+/// the origin later.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriteBackSection {
+    /// Longest a write waits in the buffer before it is flushed (from when its path was
+    /// first written since the last flush, so a path written without pause still reaches
+    /// the origin this often). Default `1s`.
+    pub delay: HumanDuration,
+    /// Bytes of bodies the buffer holds; a write that would exceed it flushes the oldest
+    /// paths first (eviction), and gets a 503 if the origin cannot take them in time.
+    /// Default `64MiB`.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for WriteBackSection {
+    fn default() -> Self {
+        Self {
+            delay: HumanDuration::secs(1),
+            max_bytes: ByteSize(64 << 20),
+        }
+    }
+}
+
 impl Default for OverloadSection {
     fn default() -> Self {
         Self {
@@ -216,6 +240,8 @@ pub struct EdgeConfig {
     /// Bearer token clients must present to PUT or DELETE through this edge (forwarded to
     /// the origin under the path's consistency mode). Default none: writes get 405.
     pub write_token: Option<Secret>,
+    /// The `write-back` buffer (used on paths the origin announces as `write-back`).
+    pub write_back: WriteBackSection,
 }
 
 /// A secret from the config: compared in constant time, never shown by `Debug`.
@@ -264,6 +290,7 @@ impl Default for EdgeConfig {
             overload: OverloadSection::default(),
             signed_urls: Default::default(),
             write_token: None,
+            write_back: WriteBackSection::default(),
         }
     }
 }
@@ -377,6 +404,15 @@ impl EdgeConfig {
         }
         if self.write_token.as_ref().is_some_and(Secret::is_empty) {
             return bad("write_token must not be empty".into());
+        }
+        if self.write_back.delay.get().is_zero() {
+            return bad("write_back.delay must be more than 0".into());
+        }
+        if self.write_back.max_bytes < self.cache.max_object_size {
+            return bad(format!(
+                "write_back.max_bytes ({}) must hold one object of cache.max_object_size ({})",
+                self.write_back.max_bytes, self.cache.max_object_size
+            ));
         }
         if axum::http::HeaderValue::from_str(&self.node_id).is_err() {
             return bad(format!(

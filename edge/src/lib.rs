@@ -59,6 +59,7 @@ mod peers;
 pub mod request;
 mod state;
 pub mod upstream;
+mod writeback;
 
 pub use config::{EdgeConfig, EdgeFlags};
 pub use error::EdgeError;
@@ -128,6 +129,8 @@ impl Edge {
             state.clone(),
             cancel.clone(),
         ));
+        let (st, c) = (state.clone(), cancel.clone());
+        tasks.spawn(async move { st.write_back.run(&*st.origin, &st.metrics, c).await });
         // Rate-limiter entries of clients that went quiet are dropped now and then.
         let (st, c) = (state.clone(), cancel.clone());
         tasks.spawn(async move {
@@ -206,8 +209,30 @@ impl Edge {
             warn!("in-flight requests still running after {grace:?}; aborting them");
             self.tasks.abort_all();
         }
+        // Acknowledged `write-back` writes go to the origin before the link closes.
+        let st = &self.state;
+        let lost = st.write_back.drain(&*st.origin, &st.metrics, grace).await;
+        if lost > 0 {
+            warn!(
+                paths = lost,
+                "write-back writes could not be flushed to the origin before shutdown; lost"
+            );
+        }
         self.link.close();
         info!(node = %self.state.config.node_id, "edge stopped");
+    }
+
+    /// Stops at once, as a crash would: no drain, every connection dropped, and
+    /// acknowledged `write-back` writes not yet flushed are lost. For fault tests.
+    pub fn kill(mut self) {
+        self.tasks.abort_all();
+        self.link.close();
+        warn!(node = %self.state.config.node_id, "edge killed");
+    }
+
+    /// Acknowledged `write-back` writes not yet flushed: body bytes and paths.
+    pub fn write_back_held(&self) -> (u64, usize) {
+        self.state.write_back.held()
     }
 }
 
@@ -220,6 +245,8 @@ async fn metrics_page(
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
+    let (bytes, paths) = st.write_back.held();
+    st.metrics.write_back_held(bytes, paths);
     (
         [(axum::http::header::CONTENT_TYPE, format.content_type())],
         format.render(st.metrics.render(&st.store.stats())),

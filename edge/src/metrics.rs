@@ -46,6 +46,9 @@ pub struct Metrics {
     invalidation_resets: Counter,
     invalidation_seq: Gauge,
     subscribed: Gauge,
+    write_back_flushes: Family<ResultLabels, Counter>,
+    write_back_bytes: Gauge,
+    write_back_paths: Gauge,
 }
 
 /// Registers `metric` under `name` and returns the handle kept for recording.
@@ -117,6 +120,24 @@ impl Default for Metrics {
                 "1 while the invalidation subscription to the origin is live",
                 Gauge::default(),
             ),
+            write_back_flushes: registered(
+                r,
+                "write_back_flushes",
+                "Write-back flushes to the origin, by result (stored, superseded, refused, failed)",
+                Family::default(),
+            ),
+            write_back_bytes: registered(
+                r,
+                "write_back_bytes",
+                "Body bytes of acknowledged writes not yet flushed to the origin (lost if this edge dies)",
+                Gauge::default(),
+            ),
+            write_back_paths: registered(
+                r,
+                "write_back_paths",
+                "Paths with an acknowledged write not yet flushed to the origin",
+                Gauge::default(),
+            ),
             registry: std::mem::take(r),
         }
     }
@@ -175,6 +196,28 @@ impl Metrics {
     /// The subscription went live or ended.
     pub fn subscribed(&self, live: bool) {
         self.subscribed.set(i64::from(live));
+    }
+
+    /// A write-back flush ended with `result`.
+    pub fn write_back_flush(&self, result: &'static str) {
+        self.write_back_flushes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Write-back flushes so far with `result`.
+    pub fn write_back_flushes(&self, result: &'static str) -> u64 {
+        self.write_back_flushes
+            .get_or_create(&ResultLabels { result })
+            .get()
+    }
+
+    /// What the write-back buffer holds now.
+    pub fn write_back_held(&self, bytes: u64, paths: usize) {
+        self.write_back_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.write_back_paths
+            .set(i64::try_from(paths).unwrap_or(i64::MAX));
     }
 
     /// Invalidations applied so far.

@@ -30,6 +30,8 @@ pub(crate) struct EdgeState {
     /// Overload limits: per-client rate, requests in flight, the origin fill queue.
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
+    /// Acknowledged writes to `write-back` paths not yet at the origin.
+    pub(crate) write_back: crate::writeback::WriteBack,
     /// Set at shutdown: readiness turns false before listeners close.
     pub(crate) draining: AtomicBool,
     /// Consistency modes by path, as the origin announced them on the last subscription.
@@ -70,6 +72,7 @@ impl EdgeState {
                 config.peers.values().map(|a| a.ip()).collect(),
             ),
             metrics: Metrics::default(),
+            write_back: crate::writeback::WriteBack::new(&config.write_back),
             draining: AtomicBool::new(false),
             modes: std::sync::RwLock::new(Arc::new(Modes::default())),
             lease_until: std::sync::Mutex::new(None),

@@ -14,6 +14,16 @@ pub enum OriginError {
     /// An object's surrogate keys are over the limits.
     #[error("{0}")]
     BadTags(String),
+    /// A `write-back` flush named a version older than (or as old as) the one held.
+    #[error("version {version} of {path} is superseded by version {current}")]
+    Superseded {
+        /// The object's path.
+        path: String,
+        /// The version the write named.
+        version: u64,
+        /// The version held.
+        current: u64,
+    },
     /// No object at this path.
     #[error("no object at {0}")]
     NotFound(String),

@@ -73,12 +73,25 @@ impl Writer {
         content_type: Option<String>,
         tags: Vec<String>,
     ) -> Result<(Arc<store::Object>, Option<Invalidation>), OriginError> {
+        self.put_versioned(path, body, content_type, tags, None)
+    }
+
+    /// As [`Writer::put`], at the version a `write-back` edge gave the write (see
+    /// [`store::ObjectStore::put_versioned`]).
+    pub fn put_versioned(
+        &self,
+        path: &str,
+        body: bytes::Bytes,
+        content_type: Option<String>,
+        tags: Vec<String>,
+        version: Option<u64>,
+    ) -> Result<(Arc<store::Object>, Option<Invalidation>), OriginError> {
         // One check for writes from the admin API and from edges alike.
         shoal_cache_core::invalidation::check_tags(&tags).map_err(OriginError::BadTags)?;
         let obj = self
             .state
             .store
-            .put_tagged(path, body, content_type, tags)?;
+            .put_versioned(path, body, content_type, tags, version)?;
         Ok((obj, self.announce(path)?))
     }
 

@@ -249,7 +249,13 @@ async fn write(
                 Ok(b) => b,
                 Err(e) => return answer(400, format!("write body: {e}")),
             };
-            let put = writer.put(&w.key, body, w.content_type.clone(), w.tags.clone());
+            let put = writer.put_versioned(
+                &w.key,
+                body,
+                w.content_type.clone(),
+                w.tags.clone(),
+                w.version,
+            );
             if let Ok((_, inv)) = &put {
                 writer.settle(&w.key, inv.as_ref()).await;
             }
@@ -266,6 +272,10 @@ async fn write(
                 Err(e @ (OriginError::BadPath { .. } | OriginError::BadTags(_))) => {
                     answer(400, e.to_string())
                 }
+                Err(e @ OriginError::Superseded { current, .. }) => Written {
+                    version: current,
+                    ..answer(409, e.to_string())
+                },
                 Err(e) => answer(500, e.to_string()),
             }
         }

@@ -64,9 +64,8 @@ pub struct Object {
 
 impl Object {
     fn new(body: Bytes, version: u64, content_type: String) -> Self {
-        let h = xxhash_rust::xxh3::xxh3_64(&body);
         Self {
-            etag: format!("\"{version:x}-{h:016x}\""),
+            etag: shoal_cache_core::object::etag_for(version, &body),
             body: Body::Memory(body),
             version,
             content_type,
@@ -156,16 +155,42 @@ impl ObjectStore {
         content_type: Option<String>,
         tags: Vec<String>,
     ) -> Result<Arc<Object>, OriginError> {
+        self.put_versioned(path, body, content_type, tags, None)
+    }
+
+    /// Writes an object at `version` when given (a `write-back` edge's flush: the version
+    /// it acknowledged), refused if the store already holds that version or a newer one
+    /// (last writer wins); otherwise at the next version.
+    pub fn put_versioned(
+        &self,
+        path: &str,
+        body: Bytes,
+        content_type: Option<String>,
+        tags: Vec<String>,
+        version: Option<u64>,
+    ) -> Result<Arc<Object>, OriginError> {
         let path = safe_path(path)?;
-        let version = self.next_version.fetch_add(1, Ordering::SeqCst);
         let ct = content_type.unwrap_or_else(|| content_type_for(&path).to_string());
+        let mut memory = self.memory.write().unwrap_or_else(|e| e.into_inner());
+        let version = match version {
+            Some(v) => {
+                if let Some(cur) = memory.get(&path).filter(|o| o.version >= v) {
+                    return Err(OriginError::Superseded {
+                        path,
+                        version: v,
+                        current: cur.version,
+                    });
+                }
+                // Later versions given here stay newer than this one.
+                self.next_version.fetch_max(v + 1, Ordering::SeqCst);
+                v
+            }
+            None => self.next_version.fetch_add(1, Ordering::SeqCst),
+        };
         let mut obj = Object::new(body, version, ct);
         obj.tags = tags;
         let obj = Arc::new(obj);
-        self.memory
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path, obj.clone());
+        memory.insert(path, obj.clone());
         Ok(obj)
     }
 

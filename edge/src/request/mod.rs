@@ -183,6 +183,17 @@ async fn run(
         return write::to_origin(st, ctx, &target, &key, body).await;
     }
     let mode = st.mode(key.path_and_query());
+    // `write-back`: this edge's acknowledged write not yet at the origin is the newest.
+    if mode.defers_writes()
+        && let Some(obj) = st.write_back.get(&target.path)
+    {
+        ctx.outcome = Outcome::Cache(CacheStatus::Hit);
+        return Ok(respond::served(
+            st,
+            ctx,
+            fill::Served::Object(obj, CacheStatus::Hit),
+        ));
+    }
     // `direct` paths are never cached: every read goes to the origin.
     let lookup = if mode.caches() {
         st.store.lookup(key.as_str(), ctx.now).await

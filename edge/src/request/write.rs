@@ -9,21 +9,24 @@
 //! - `invalidate`: drops its copies; the origin pushes the invalidation to every edge, and
 //!   the next read here fetches the new version.
 //! - `ttl`, `direct`: forwards only.
+//! - `write-back`: a PUT is buffered here and acknowledged at once (see `writeback`); a
+//!   DELETE flushes the path's buffered write first, then is forwarded.
 //!
 //! The answer carries the new version (`X-Shoal-Version`) and ETag.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Response, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use shoal_cache_core::consistency::Mode;
+use shoal_cache_core::freshness::Freshness;
 use shoal_cache_core::invalidation::matcher;
 use shoal_cache_core::store::Purge;
 use shoal_cache_core::wire::{BodyLength, InvalidationTarget, ResponseHead, WriteMethod};
-use shoal_cache_core::{CacheKey, Exchange};
+use shoal_cache_core::{CacheKey, CachedObject, Exchange, Lookup};
 
 use super::Ctx;
 use super::validate::Target;
@@ -67,7 +70,8 @@ pub(crate) async fn admit(st: &EdgeState, ctx: &Ctx, body: Body) -> Result<Bytes
     }
 }
 
-/// Forwards the write to the origin and applies the mode to this edge's cache.
+/// Forwards the write to the origin and applies the mode to this edge's cache (or, in
+/// `write-back`, buffers it here).
 pub(crate) async fn to_origin(
     st: &Arc<EdgeState>,
     ctx: &Ctx,
@@ -88,6 +92,20 @@ pub(crate) async fn to_origin(
     };
     let tags = shoal_cache_core::server::surrogate_keys(&ctx.headers)
         .map_err(|why| EdgeError::BadRequest(why.into()))?;
+    let mode = st.mode(key.path_and_query());
+    if mode.defers_writes() {
+        match method {
+            WriteMethod::Put => {
+                return buffer(st, ctx, target, key, header("content-type"), tags, body).await;
+            }
+            // The path's buffered write reaches the origin before the delete does.
+            WriteMethod::Delete => {
+                st.write_back
+                    .flush_path(&*st.origin, &st.metrics, &target.path)
+                    .await;
+            }
+        }
+    }
     let w = st
         .origin
         .write(Write {
@@ -96,6 +114,7 @@ pub(crate) async fn to_origin(
             content_type: header("content-type"),
             tags,
             body: body.clone(),
+            version: None,
         })
         .await?;
     if !(200..300).contains(&w.status) {
@@ -104,11 +123,8 @@ pub(crate) async fn to_origin(
             message: w.message,
         });
     }
-    let mode = st.mode(key.path_and_query());
     if mode.drops_own_copies() {
-        // Every variant of the path is now old.
-        let path = InvalidationTarget::Keys(vec![target.path.clone()]);
-        st.store.invalidate(matcher(&path), Purge::Remove).await;
+        drop_own_copies(st, target).await;
     }
     if mode == Mode::WriteThrough && method == WriteMethod::Put {
         let since = st.store.generation();
@@ -131,24 +147,87 @@ pub(crate) async fn to_origin(
         }
     }
     let status = StatusCode::from_u16(w.status).unwrap_or(StatusCode::OK);
+    answer(status, w.version, w.etag.as_deref(), mode)
+}
+
+/// Every variant of the path is now old.
+async fn drop_own_copies(st: &EdgeState, target: &Target) {
+    let path = InvalidationTarget::Keys(vec![target.path.clone()]);
+    st.store.invalidate(matcher(&path), Purge::Remove).await;
+}
+
+/// `write-back`: acknowledges the put once it is in this (the owner) edge's buffer, with
+/// a version given here; the flusher writes it to the origin later.
+async fn buffer(
+    st: &Arc<EdgeState>,
+    ctx: &Ctx,
+    target: &Target,
+    key: &CacheKey,
+    content_type: Option<String>,
+    tags: Vec<String>,
+    body: Bytes,
+) -> Result<Response<Body>, EdgeError> {
+    // Refused now, not when the flush reaches the origin after the client has gone.
+    shoal_cache_core::invalidation::check_tags(&tags).map_err(EdgeError::BadRequest)?;
+    let cached = match st.store.lookup(key.as_str(), ctx.now).await {
+        Lookup::Fresh(o) | Lookup::Stale(o, _) => o.version,
+        Lookup::Miss => 0,
+    };
+    let buffered = st.write_back.version(&target.path).unwrap_or(0);
+    let version = st.write_back.next_version(cached.max(buffered));
+    let etag = shoal_cache_core::object::etag_for(version, &body);
+    let mut headers = vec![
+        (
+            "content-type".to_string(),
+            content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+        ),
+        // Not yet at the origin: downstream caches must ask again.
+        ("cache-control".to_string(), "no-cache".to_string()),
+        ("etag".to_string(), etag.clone()),
+    ];
+    if !tags.is_empty() {
+        headers.push(("surrogate-key".to_string(), tags.join(" ")));
+    }
+    let obj = CachedObject {
+        status: 200,
+        headers: crate::headers::keep(headers),
+        body,
+        etag: Some(etag.clone()),
+        version,
+        freshness: Freshness::fixed(SystemTime::now(), Duration::ZERO),
+        tags: tags.clone(),
+    };
+    let wait = st.config.timeouts.origin_fetch.get();
+    st.write_back
+        .accept(&target.path, Arc::new(obj), content_type, tags, wait)
+        .await?;
+    // Copies fetched before this write are old now; reads are served from the buffer.
+    drop_own_copies(st, target).await;
+    answer(StatusCode::CREATED, version, Some(&etag), Mode::WriteBack)
+}
+
+/// A write's answer: its version (`X-Shoal-Version`), ETag and mode, as headers and JSON.
+fn answer(
+    status: StatusCode,
+    version: u64,
+    etag: Option<&str>,
+    mode: Mode,
+) -> Result<Response<Body>, EdgeError> {
     let mut r = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
-        .header(VERSION, w.version);
-    if let Some(etag) = w
-        .etag
-        .as_deref()
-        .and_then(|e| HeaderValue::from_str(e).ok())
-    {
+        .header(VERSION, version);
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
         r = r.header(header::ETAG, etag);
     }
+    // `durable`: whether the origin holds the write (not so in `write-back`, until flushed).
     let json = format!(
-        "{{\"version\":{},\"etag\":{},\"mode\":\"{mode}\"}}\n",
-        w.version,
-        w.etag
-            .as_deref()
-            .map_or("null".to_string(), |e| format!("{e:?}"))
+        "{{\"version\":{version},\"etag\":{},\"mode\":\"{mode}\",\"durable\":{}}}\n",
+        etag.map_or("null".to_string(), |e| format!("{e:?}")),
+        !mode.defers_writes()
     );
     let body = if status == StatusCode::NO_CONTENT {
         Body::empty()

@@ -101,6 +101,8 @@ pub struct Write {
     pub tags: Vec<String>,
     /// The body of a put (empty for a delete).
     pub body: Bytes,
+    /// The version a `write-back` edge gave the put; `None`: the origin assigns one.
+    pub version: Option<u64>,
 }
 
 /// What the request path fetches through: the QUIC client in production, a mock in the
@@ -522,6 +524,7 @@ impl OriginClient {
             content_type: req.content_type.clone(),
             tags: req.tags.clone(),
             length: req.body.len() as u64,
+            version: req.version,
         });
         write_frame(&mut send, &self.codec, &head)
             .await

@@ -64,6 +64,8 @@ pub struct Region {
     pub edges: Vec<Option<Edge>>,
     /// The region's own relay to the origin, if the spec asked for one.
     pub relay: Option<Relay>,
+    /// Each edge's configuration, to restart it as it was.
+    configs: Vec<EdgeConfig>,
 }
 
 /// A running cluster.
@@ -142,7 +144,7 @@ impl Cluster {
                 .iter()
                 .map(|(h, _)| h.local_addr().map_err(io))
                 .collect::<Result<_, _>>()?;
-            let mut edges = Vec::new();
+            let (mut edges, mut configs) = (Vec::new(), Vec::new());
             for (i, (http, admin)) in listeners.into_iter().enumerate() {
                 let mut c = spec.edge.clone();
                 c.node_id = ids[i].clone();
@@ -152,6 +154,10 @@ impl Cluster {
                 c.origin.addr = origin_addr;
                 c.origin.fingerprint = Some(origin.fingerprint.clone());
                 c.origin.cert_file = None;
+                configs.push(EdgeConfig {
+                    admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    ..c.clone()
+                });
                 let edge = Edge::start_with(c, http, admin).await?;
                 edges.push(Some(edge));
             }
@@ -161,6 +167,7 @@ impl Cluster {
                 addrs,
                 edges,
                 relay: region_relay,
+                configs,
             });
         }
         Ok(Self {
@@ -239,6 +246,24 @@ impl Cluster {
         if let Some(e) = self.regions[r].edges[i].take() {
             e.shutdown().await;
         }
+    }
+
+    /// Kills edge `i` of region `r` at once, as a crash would: no drain, connections
+    /// dropped, its unflushed `write-back` writes lost.
+    pub fn kill_edge(&mut self, r: usize, i: usize) {
+        if let Some(e) = self.regions[r].edges[i].take() {
+            e.kill();
+        }
+    }
+
+    /// Starts edge `i` of region `r` again on the same address (with an empty cache, as
+    /// a restarted process has), after it was stopped or killed.
+    pub async fn restart_edge(&mut self, r: usize, i: usize) -> Result<(), LoadgenError> {
+        if self.regions[r].edges[i].is_none() {
+            let e = Edge::start(self.regions[r].configs[i].clone()).await?;
+            self.regions[r].edges[i] = Some(e);
+        }
+        Ok(())
     }
 
     /// Stops the origin.

@@ -182,6 +182,141 @@ async fn every_mode_does_what_it_promises() {
     c.shutdown().await;
 }
 
+/// The origin's version and body of `path`, if it holds one.
+async fn at_origin(c: &Cluster, path: &str) -> Option<(u64, Vec<u8>)> {
+    let o = c.store().get(path).await.ok()?;
+    let body = match &o.body {
+        shoal_origin::store::Body::Memory(b) => b.to_vec(),
+        other => panic!("written objects are in memory: {other:?}"),
+    };
+    Some((o.version, body))
+}
+
+/// The edge of region 0 whose write-back buffer holds something.
+fn buffering_edge(c: &Cluster) -> Option<usize> {
+    (0..c.regions[0].edges.len()).find(|&i| c.edge(0, i).is_some_and(|e| e.write_back_held().1 > 0))
+}
+
+/// `write-back`, the course's thought experiment: a PUT is acknowledged before the origin
+/// has it (and says so: `"durable":false`); the writing region reads it at once, from the
+/// owner's buffer; it reaches the origin, and by the push the other region, after the
+/// delay, carrying the version the client was given. A graceful stop flushes the buffer; a
+/// crash loses it; a DELETE right after a PUT is not undone by a late flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_acknowledges_early_flushes_later_and_loses_what_a_crash_holds() {
+    let mut s = spec(2, 2, false);
+    s.origin.consistency = vec![ModeRule {
+        prefix: "/wb/".into(),
+        mode: Mode::WriteBack,
+    }];
+    s.edge.write_token = Some(shoal_edge::config::Secret::new(WRITE));
+    s.edge.write_back.delay = shoal_cache_core::size::HumanDuration::secs(1);
+    let mut c = Cluster::start(s).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let (r0, r1) = (c.regions[0].addrs.clone(), c.regions[1].addrs[0]);
+    origin_put(&c, "/wb/a", "b1").await;
+    warm(&c, "/wb/a", b"b1").await;
+
+    let w = edge_write(r0[1], "PUT", "/wb/a", Some(WRITE), "b2").await;
+    assert_eq!(w.status, 201, "{}", String::from_utf8_lossy(&w.body));
+    let body = String::from_utf8_lossy(&w.body).to_string();
+    assert!(
+        body.contains("\"mode\":\"write-back\",\"durable\":false"),
+        "{body}"
+    );
+    let v2: u64 = w
+        .header("x-shoal-version")
+        .expect("version")
+        .parse()
+        .expect("number");
+    assert_eq!(
+        at_origin(&c, "/wb/a").await.map(|o| o.1),
+        Some(b"b1".to_vec()),
+        "not yet flushed"
+    );
+    for addr in &r0 {
+        let r = get(*addr, "/wb/a").await;
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"b2"[..]),
+            "read your write in region 0"
+        );
+        assert_eq!(r.header("x-shoal-version"), Some(v2.to_string().as_str()));
+        assert_eq!(r.header("etag"), w.header("etag"), "the ETag it was given");
+    }
+    assert_eq!(
+        get(r1, "/wb/a").await.body,
+        b"b1",
+        "region 1 has not heard of it"
+    );
+    eventually(
+        Duration::from_secs(4),
+        "flushed with its version, and pushed",
+        || async {
+            at_origin(&c, "/wb/a").await == Some((v2, b"b2".to_vec()))
+                && get(r1, "/wb/a").await.body == b"b2"
+        },
+    )
+    .await;
+    assert_eq!(buffering_edge(&c), None, "nothing left buffered");
+
+    // A graceful stop flushes what is buffered before the edge goes.
+    let w = edge_write(r0[0], "PUT", "/wb/a", Some(WRITE), "b3").await;
+    assert_eq!(w.status, 201);
+    let v3: u64 = w
+        .header("x-shoal-version")
+        .expect("version")
+        .parse()
+        .expect("number");
+    let owner = buffering_edge(&c).expect("the owner buffers the write");
+    c.stop_edge(0, owner).await;
+    assert_eq!(
+        at_origin(&c, "/wb/a").await,
+        Some((v3, b"b3".to_vec())),
+        "drained"
+    );
+    c.restart_edge(0, owner).await.expect("restart");
+    c.wait_ready(Duration::from_secs(10))
+        .await
+        .expect("ready again");
+
+    // A crash loses it: acknowledged, never at the origin, gone from every read.
+    let w = edge_write(r0[0], "PUT", "/wb/a", Some(WRITE), "b4").await;
+    assert_eq!(w.status, 201);
+    let owner = buffering_edge(&c).expect("the owner buffers the write");
+    c.kill_edge(0, owner);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        at_origin(&c, "/wb/a").await,
+        Some((v3, b"b3".to_vec())),
+        "b4 was lost"
+    );
+    let survivor = r0[1 - owner];
+    assert_eq!(
+        get(survivor, "/wb/a").await.body,
+        b"b3",
+        "the lost write is gone"
+    );
+    c.restart_edge(0, owner).await.expect("restart");
+    c.wait_ready(Duration::from_secs(10))
+        .await
+        .expect("ready again");
+
+    // PUT then DELETE at once: the delete waits for the flush, so nothing comes back.
+    let w = edge_write(r0[0], "PUT", "/wb/b", Some(WRITE), "x").await;
+    assert_eq!(w.status, 201);
+    let d = edge_write(r0[1], "DELETE", "/wb/b", Some(WRITE), "").await;
+    assert_eq!(d.status, 204, "{}", String::from_utf8_lossy(&d.body));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        at_origin(&c, "/wb/b").await,
+        None,
+        "not resurrected by a late flush"
+    );
+    assert_eq!(get(r0[0], "/wb/b").await.status, 404);
+    c.shutdown().await;
+}
+
 /// Writes without the token, with a wrong one, oversized, or to a bad path are refused
 /// with a status that says why, and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
