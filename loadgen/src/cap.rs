@@ -5,7 +5,10 @@
 //! through an edge every `write_every`, and one reader per region GETs it every
 //! `read_every`. Three phases of `phase` each: connected, region 1 cut off from the origin,
 //! healed; then reads go on, without writes, for the TTL and a second more, so
-//! convergence can be seen. Every operation is recorded (client, kind, invoke and complete times, version),
+//! convergence can be seen. Halfway through the healed phase, with the writers paused
+//! between writes, the edge of region 0 that owns the `write-back` key is killed (a crash:
+//! no drain) and restarted half a second later; what the origin then holds is compared
+//! with what was acknowledged. Every operation is recorded (client, kind, invoke and complete times, version),
 //! and the history is checked per mode:
 //!
 //! - **stale read**: a read that returned a version older than the newest write
@@ -14,6 +17,8 @@
 //! - **strong** (linearizable reads of a single writer's register) holds when there is no
 //!   stale read; **eventual** holds when, after the heal, every region's last reads return
 //!   the last written version;
+//! - **lost writes**: writes acknowledged before the crash whose version is newer than
+//!   what the origin held after it (none may be lost but in `write-back`);
 //! - availability: the share of region 1's reads, and of all writes, that succeeded while
 //!   region 1 was cut off.
 
@@ -101,6 +106,17 @@ pub struct ModeRow {
     pub strong: bool,
     /// Every region read the last version after the heal.
     pub eventual: bool,
+    /// Writes acknowledged before the crash of an edge that the origin never received.
+    pub lost_writes: u64,
+}
+
+/// The crash of one edge, as the checker needs it.
+#[derive(Debug, Clone, Copy)]
+struct Crash {
+    /// When the edge was killed (every write acknowledged before was complete).
+    at: Instant,
+    /// The version the origin held for the mode's key once the crash had settled.
+    origin_version: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +180,7 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
     spec.edge.timeouts.origin_fetch = HumanDuration::secs(2);
     spec.edge.timeouts.breaker_open_for = HumanDuration::millis(500);
     spec.edge.retries = 0;
-    let cluster = Cluster::start(spec).await?;
+    let mut cluster = Cluster::start(spec).await?;
     cluster.wait_ready(Duration::from_secs(10)).await?;
     if let Some(o) = &cluster.origin {
         for m in modes() {
@@ -182,6 +198,9 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
     let writer_edge = cluster.regions[0].addrs[0];
     let readers = [cluster.client(0)?, cluster.client(1)?];
     let phase = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    // Writers hold it shared for each write; the crash takes it exclusively, so that no
+    // write is in flight when the edge dies and every acknowledgement is counted.
+    let gate = Arc::new(tokio::sync::RwLock::new(()));
     // After the three phases, reads go on for the TTL and a second more without writes,
     // so convergence (what the eventual modes promise) can be seen.
     let writes_end = Instant::now() + cfg.phase * 3;
@@ -195,6 +214,7 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
             cfg.write_every,
             writes_end,
             p,
+            gate.clone(),
         )));
         for (region, client) in readers.iter().enumerate() {
             let p = phase.clone();
@@ -227,6 +247,8 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
     cut(true);
     tokio::time::sleep(cfg.phase).await;
     cut(false);
+    tokio::time::sleep(cfg.phase / 2).await;
+    let crashes = crash(&mut cluster, &readers[0], &gate).await?;
     let mut histories: Vec<Vec<Op>> = Vec::new();
     for t in tasks {
         histories.push(t.await.map_err(|e| LoadgenError::Task(e.to_string()))?);
@@ -240,9 +262,40 @@ pub async fn run(cfg: CapConfig) -> Result<Vec<ModeRow>, LoadgenError> {
             .flatten()
             .copied()
             .collect();
-        rows.push(check(m, &ops)?);
+        let crash = crashes.iter().find(|(c, _)| *c == m).map(|(_, c)| *c);
+        rows.push(check(m, &ops, crash)?);
     }
     Ok(rows)
+}
+
+/// Kills the region 0 edge that owns the `write-back` key while no write is in flight,
+/// reads what the origin holds for every mode's key, and restarts the edge.
+async fn crash(
+    cluster: &mut Cluster,
+    region0: &RegionClient,
+    gate: &tokio::sync::RwLock<()>,
+) -> Result<Vec<(Mode, Crash)>, LoadgenError> {
+    let owner = region0
+        .owner(&key(Mode::WriteBack))
+        .and_then(|id| cluster.regions[0].ids.iter().position(|i| *i == id))
+        .ok_or_else(|| LoadgenError::NoOwner(key(Mode::WriteBack)))?;
+    let held = gate.write().await;
+    let at = Instant::now();
+    cluster.kill_edge(0, owner);
+    // A flush already on the wire when the edge died still lands; let it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut out = Vec::new();
+    for m in modes() {
+        let origin_version = match cluster.store().get(&key(m)).await {
+            Ok(o) => o.version,
+            Err(_) => 0,
+        };
+        out.push((m, Crash { at, origin_version }));
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.restart_edge(0, owner).await?;
+    Ok(out)
 }
 
 /// Runs `op` every `every` until `end`, recording each call with the phase it was invoked
@@ -253,6 +306,7 @@ async fn record<F, Fut>(
     every: Duration,
     end: Instant,
     phase: Arc<std::sync::atomic::AtomicU8>,
+    gate: Option<Arc<tokio::sync::RwLock<()>>>,
     mut op: F,
 ) -> Vec<Op>
 where
@@ -264,8 +318,13 @@ where
     let mut n = 0u64;
     while Instant::now() < end {
         n += 1;
+        let held = match &gate {
+            Some(g) => Some(g.read().await),
+            None => None,
+        };
         let (invoke, p) = (Instant::now(), now_phase());
         let version = op(n).await;
+        drop(held);
         ops.push(Op {
             region,
             write,
@@ -294,12 +353,13 @@ async fn writer(
     every: Duration,
     end: Instant,
     phase: Arc<std::sync::atomic::AtomicU8>,
+    gate: Arc<tokio::sync::RwLock<()>>,
 ) -> Vec<Op> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let http: Client<HttpConnector, Full<Bytes>> =
         Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    record(0, true, every, end, phase, |n| {
+    record(0, true, every, end, phase, Some(gate), |n| {
         let req = http::Request::put(format!("http://{edge}{path}"))
             .header(http::header::HOST, HOST)
             .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
@@ -330,7 +390,7 @@ async fn reader(
     end: Instant,
     phase: Arc<std::sync::atomic::AtomicU8>,
 ) -> Vec<Op> {
-    record(region, false, every, end, phase, |_| {
+    record(region, false, every, end, phase, None, |_| {
         let (client, path) = (&client, &path);
         async move {
             match client.get(path).await {
@@ -343,7 +403,7 @@ async fn reader(
 }
 
 /// Checks one mode's history.
-fn check(mode: Mode, ops: &[Op]) -> Result<ModeRow, LoadgenError> {
+fn check(mode: Mode, ops: &[Op], crash: Option<Crash>) -> Result<ModeRow, LoadgenError> {
     let mut writes: Vec<&Op> = ops
         .iter()
         .filter(|o| o.write && o.version.is_some())
@@ -386,6 +446,12 @@ fn check(mode: Mode, ops: &[Op]) -> Result<ModeRow, LoadgenError> {
             }
         }
     }
+    let lost_writes = crash.map_or(0, |c| {
+        writes
+            .iter()
+            .filter(|w| w.complete < c.at && w.version.is_some_and(|v| v > c.origin_version))
+            .count() as u64
+    });
     let last = writes.last().and_then(|w| w.version);
     let eventual = (0..2).all(|r| {
         ops.iter()
@@ -416,6 +482,7 @@ fn check(mode: Mode, ops: &[Op]) -> Result<ModeRow, LoadgenError> {
         worst_staleness_connected_ms: worst_connected.as_secs_f64() * 1000.0,
         strong: stale == 0,
         eventual,
+        lost_writes,
     })
 }
 
@@ -425,14 +492,14 @@ pub fn render(rows: &[ModeRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| mode | read p50 / p99 ms | write p50 / p99 ms | region 1 reads ok while cut off | writes ok while cut off | stale reads | worst staleness ms, connected / overall | strong | eventual |"
+        "| mode | read p50 / p99 ms | write p50 / p99 ms | region 1 reads ok while cut off | writes ok while cut off | stale reads | worst staleness ms, connected / overall | acknowledged writes lost in a crash | strong | eventual |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|:-:|:-:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|");
     for r in rows {
         let yes = |b: bool| if b { "yes" } else { "no" };
         let _ = writeln!(
             out,
-            "| `{}` | {:.2} / {:.2} | {:.2} / {:.2} | {:.0}% | {:.0}% | {} of {} | {:.1} / {:.0} | {} | {} |",
+            "| `{}` | {:.2} / {:.2} | {:.2} / {:.2} | {:.0}% | {:.0}% | {} of {} | {:.1} / {:.0} | {} | {} | {} |",
             r.mode,
             r.read_p50_ms,
             r.read_p99_ms,
@@ -444,6 +511,7 @@ pub fn render(rows: &[ModeRow]) -> String {
             r.reads,
             r.worst_staleness_connected_ms,
             r.worst_staleness_ms,
+            r.lost_writes,
             yes(r.strong),
             yes(r.eventual)
         );
@@ -481,7 +549,7 @@ mod tests {
             op(t0, 1, false, (300, 301), Some(2)),
             op(t0, 1, false, (310, 311), None),
         ];
-        let row = check(Mode::Invalidate, &history).unwrap();
+        let row = check(Mode::Invalidate, &history, None).unwrap();
         assert_eq!(row.stale_reads, 1);
         assert!((row.worst_staleness_ms - 40.0).abs() < 0.01, "{row:?}");
         assert!(!row.strong);
@@ -494,13 +562,27 @@ mod tests {
             .copied()
             .filter(|o| o.invoke != t0 + Duration::from_millis(150))
             .collect();
-        let row = check(Mode::Consistent, &fresh).unwrap();
+        let row = check(Mode::Consistent, &fresh, None).unwrap();
         assert_eq!((row.stale_reads, row.strong), (0, true));
         let behind = [
             history[0],
             history[1],
             op(t0, 1, false, (500, 501), Some(1)),
         ];
-        assert!(!check(Mode::Ttl, &behind).unwrap().eventual);
+        assert!(!check(Mode::Ttl, &behind, None).unwrap().eventual);
+        // A crash after version 2 was acknowledged, with the origin left holding 1, lost
+        // one write; with the origin holding 2, none; a crash before it, none either.
+        let lost = |at: u64, origin_version: u64| {
+            let crash = Crash {
+                at: t0 + Duration::from_millis(at),
+                origin_version,
+            };
+            check(Mode::WriteBack, &history, Some(crash))
+                .unwrap()
+                .lost_writes
+        };
+        assert_eq!(lost(200, 1), 1);
+        assert_eq!(lost(200, 2), 0);
+        assert_eq!(lost(50, 1), 0);
     }
 }

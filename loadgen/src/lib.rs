@@ -80,6 +80,9 @@ pub enum LoadgenError {
     /// A task of the run panicked or was cancelled.
     #[error("task failed: {0}")]
     Task(String),
+    /// The region's ring named no running edge as the owner of a key.
+    #[error("no edge of the region owns {0}")]
+    NoOwner(String),
     /// The step needs the cluster's origin, and it is stopped.
     #[error("the cluster's origin is stopped")]
     OriginStopped,

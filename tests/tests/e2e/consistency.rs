@@ -427,6 +427,18 @@ fn assert_promises(rows: &[shoal_loadgen::cap::ModeRow], ttl_ms: f64, what: &str
             "{what}: {} converges after the heal: {r:?}",
             r.mode
         );
+        if r.mode == "write-back" {
+            assert!(
+                !r.strong,
+                "{what}: write-back acknowledges before the origin has it: {r:?}"
+            );
+        } else {
+            assert_eq!(
+                r.lost_writes, 0,
+                "{what}: {} acknowledges only what the origin holds: {r:?}",
+                r.mode
+            );
+        }
         match r.mode.as_str() {
             "direct" | "consistent" => {
                 assert_eq!(r.stale_reads, 0, "{what}: {r:?}");
