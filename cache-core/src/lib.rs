@@ -22,6 +22,8 @@
 //!   [`size::ByteSize`] and [`size::Span`] (serde-ready for config files).
 //! - [`exposition`]: metrics exposition formats (OpenMetrics or Prometheus text, by
 //!   `Accept`).
+//! - [`video`]: synthetic adaptive-bitrate ladders (HLS playlists, VOD and live, and
+//!   verifiable segments) for the origin to serve and the player to check.
 //! - [`error`]: the crate's error enums.
 //! - `server` (feature `server`): the HTTP accept loop of every Shoal listener (timeouts,
 //!   connection caps, drain).
@@ -47,6 +49,7 @@ pub mod signed;
 pub mod size;
 pub mod status;
 pub mod store;
+pub mod video;
 pub mod wire;
 
 pub use error::{ConfigError, Error, RingError, WireError};

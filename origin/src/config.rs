@@ -73,6 +73,9 @@ pub struct OriginConfig {
     pub default_mode: Mode,
     /// Consistency mode by path prefix (longest prefix wins), announced to edges.
     pub consistency: Vec<ModeRule>,
+    /// Synthetic adaptive-bitrate ladders served under `/video/<name>/` (see
+    /// [`shoal_cache_core::video`]). Default none.
+    pub ladders: Vec<shoal_cache_core::video::LadderConfig>,
 }
 
 impl Default for OriginConfig {
@@ -113,6 +116,7 @@ impl Default for OriginConfig {
             lease: shoal_cache_core::size::HumanDuration::secs(2),
             default_mode: Mode::default(),
             consistency: Vec::new(),
+            ladders: Vec::new(),
         }
     }
 }
@@ -220,6 +224,7 @@ impl OriginConfig {
         if self.admin_token.as_deref() == Some("") {
             return Err(OriginError::Config("admin_token must not be empty".into()));
         }
+        self.built_ladders()?;
         Ok(())
     }
 
@@ -228,6 +233,23 @@ impl OriginConfig {
         self.key_out
             .clone()
             .or_else(|| self.cert_out.as_ref().map(|c| c.with_extension("key")))
+    }
+
+    /// The ladders, checked (names unique).
+    pub fn built_ladders(&self) -> Result<Vec<shoal_cache_core::video::Ladder>, OriginError> {
+        let mut out: Vec<shoal_cache_core::video::Ladder> = Vec::new();
+        for c in &self.ladders {
+            if out.iter().any(|l| l.config().name == c.name) {
+                return Err(OriginError::Config(format!(
+                    "ladder {} is configured twice",
+                    c.name
+                )));
+            }
+            let l = shoal_cache_core::video::Ladder::new(c.clone())
+                .map_err(|e| OriginError::Config(e.to_string()))?;
+            out.push(l);
+        }
+        Ok(out)
     }
 
     /// The consistency modes, as announced to edges.

@@ -46,6 +46,8 @@ pub(crate) struct State {
     invalidator: Arc<Invalidator>,
     /// Consistency modes, from the config.
     modes: shoal_cache_core::consistency::Modes,
+    /// Synthetic video ladders, from the config.
+    ladders: Vec<shoal_cache_core::video::Ladder>,
 }
 
 impl State {
@@ -53,6 +55,31 @@ impl State {
     fn invalidate(&self, target: InvalidationTarget, soft: bool) -> Invalidation {
         self.metrics.invalidation();
         self.invalidator.publish(target, soft)
+    }
+
+    /// The object at `path`: a held one (written or a file) first, so a write can replace
+    /// a generated one; then a synthetic ladder's.
+    async fn object(&self, path: &str) -> Result<Arc<store::Object>, OriginError> {
+        match self.store.get(path).await {
+            Err(OriginError::NotFound(p)) => self.generated(path).ok_or(OriginError::NotFound(p)),
+            r => r,
+        }
+    }
+
+    fn generated(&self, path: &str) -> Option<Arc<store::Object>> {
+        if !path.starts_with(shoal_cache_core::video::ROOT) {
+            return None;
+        }
+        // Wall-clock time, so that every origin (and a restarted one) agrees on where a
+        // live stream is.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let g = self.ladders.iter().find_map(|l| {
+            let res = l.resolve(path)?;
+            l.generate(res, now)
+        })?;
+        Some(Arc::new(store::Object::generated(g)))
     }
 }
 
@@ -208,6 +235,7 @@ impl Origin {
         ));
         let state = Arc::new(State {
             modes: config.modes(),
+            ladders: config.built_ladders()?,
             config,
             store: store.clone(),
             metrics: metrics.clone(),

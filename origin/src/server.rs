@@ -476,7 +476,9 @@ fn object_headers(state: &State, path: &str, obj: &crate::store::Object) -> Vec<
         ("content-type".into(), obj.content_type.clone()),
         (
             "cache-control".into(),
-            state.config.cache_control(path).to_string(),
+            obj.cache_control
+                .clone()
+                .unwrap_or_else(|| state.config.cache_control(path).to_string()),
         ),
         ("etag".into(), obj.etag.clone()),
         ("date".into(), httpdate_now()),
@@ -500,7 +502,7 @@ async fn respond(
     // The target is what the edge's cache key holds: path and query. Objects here are
     // addressed by path; the query reaches the origin so one that serves by query could.
     let path = f.key.split('?').next().unwrap_or_default();
-    let (result, head, body) = match state.store.get(path).await {
+    let (result, head, body) = match state.object(path).await {
         Ok(obj) => {
             let headers = object_headers(state, path, &obj);
             if f.if_none_match.as_deref() == Some(obj.etag.as_str()) {

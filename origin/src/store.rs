@@ -60,6 +60,8 @@ pub struct Object {
     pub content_type: String,
     /// Surrogate keys (tags) a purge can name it by; sent as `Surrogate-Key`.
     pub tags: Vec<String>,
+    /// Cache-Control of its own (generated video); otherwise the config's rules decide.
+    pub cache_control: Option<String>,
 }
 
 impl Object {
@@ -70,6 +72,19 @@ impl Object {
             version,
             content_type,
             tags: Vec::new(),
+            cache_control: None,
+        }
+    }
+
+    /// A generated video object.
+    pub fn generated(g: shoal_cache_core::video::Generated) -> Self {
+        Self {
+            etag: shoal_cache_core::object::etag_for(g.version, &g.body),
+            body: Body::Memory(g.body),
+            version: g.version,
+            content_type: g.content_type.into(),
+            tags: Vec::new(),
+            cache_control: Some(g.cache_control),
         }
     }
 }
@@ -268,6 +283,7 @@ impl ObjectStore {
             version: modified.map_or(0, micros_since_epoch),
             content_type: content_type_for(path).to_string(),
             tags: Vec::new(),
+            cache_control: None,
         }))
     }
 }

@@ -8,3 +8,4 @@ mod invalidation;
 mod limits;
 mod operations;
 mod request_path;
+mod video;

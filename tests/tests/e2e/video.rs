@@ -1,0 +1,153 @@
+//! Synthetic adaptive-bitrate ladders served by the origin, through the edges: playlists
+//! parse, segments are the size their bitrate implies and check out after passing an edge,
+//! segments and playlists get the caching each needs, and a live window advances.
+
+use std::time::Duration;
+
+use shoal_cache_core::size::HumanDuration;
+use shoal_cache_core::video::{LadderConfig, verify_segment};
+use shoal_client::RegionClient;
+use shoal_loadgen::harness::cluster::Cluster;
+use shoal_origin::metrics::FetchResult;
+use shoal_tests::{eventually, spec};
+
+async fn cluster() -> Cluster {
+    let mut s = spec(1, 2, false);
+    s.origin.ladders = vec![
+        LadderConfig {
+            length: HumanDuration::secs(10),
+            ..LadderConfig::named("vod")
+        },
+        LadderConfig {
+            live: true,
+            segment: HumanDuration::secs(1),
+            window: 4,
+            ..LadderConfig::named("live")
+        },
+    ];
+    let c = Cluster::start(s).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    c
+}
+
+async fn text(client: &RegionClient, path: &str) -> (String, shoal_client::Fetched) {
+    let f = client.get(path).await.expect(path);
+    assert_eq!(
+        f.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&f.body)
+    );
+    (String::from_utf8_lossy(&f.body).into_owned(), f)
+}
+
+fn cache_control(f: &shoal_client::Fetched) -> &str {
+    f.headers
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// A VOD ladder through a region: the master lists 4 renditions, each media playlist 5
+/// segments, and every segment has exactly `bandwidth × 2 s / 8` bytes and verifies; a
+/// second viewer is served every object from cache, and a Range on a segment is answered
+/// from the cached copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vod_ladder_plays_through_a_region_and_every_segment_checks_out() {
+    let c = cluster().await;
+    let client = c.client(0).expect("client");
+    let o = c.origin.as_ref().expect("origin");
+    let (master, f) = text(&client, "/video/vod/master.m3u8").await;
+    assert_eq!(
+        f.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/vnd.apple.mpegurl")
+    );
+    let master = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("master parses");
+    assert_eq!(master.variants.len(), 4);
+    let mut segments = 0;
+    for v in &master.variants {
+        let media_path = format!("/video/vod/{}", v.uri);
+        let (media, f) = text(&client, &media_path).await;
+        assert!(cache_control(&f).contains("max-age=86400"), "{media_path}");
+        let media = m3u8_rs::parse_media_playlist_res(media.as_bytes()).expect("media parses");
+        assert!(media.end_list);
+        assert_eq!(media.segments.len(), 5);
+        let dir = media_path.trim_end_matches("index.m3u8");
+        for (i, s) in media.segments.iter().enumerate() {
+            let f = client
+                .get(&format!("{dir}{}", s.uri))
+                .await
+                .expect("segment");
+            assert_eq!(f.status, 200);
+            assert_eq!(f.body.len() as u64, v.bandwidth * 2 / 8, "{}", s.uri);
+            let info = verify_segment(&f.body).expect("segment checks out");
+            assert_eq!(info.index, i as u64);
+            assert!(cache_control(&f).contains("immutable"));
+            segments += 1;
+        }
+    }
+    assert_eq!(segments, 20);
+    // A second viewer: every object from cache, no origin fetch.
+    let fetched = o.metrics.fetches(FetchResult::Ok);
+    let seg = "/video/vod/1080p/seg_00003.ts";
+    for p in ["/video/vod/master.m3u8", "/video/vod/1080p/index.m3u8", seg] {
+        let f = client.get(p).await.expect(p);
+        assert!(f.is_hit(), "{p}: {:?}", f.cache_status);
+    }
+    let whole = client.get(seg).await.expect("segment");
+    let part = client
+        .get_with(seg, &[("range", "bytes=1000-1999")])
+        .await
+        .expect("range");
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, whole.body.slice(1000..2000));
+    assert_eq!(o.metrics.fetches(FetchResult::Ok), fetched);
+    // Past the end and unknown names are 404, not a generated body.
+    for p in ["/video/vod/240p/seg_00005.ts", "/video/vod/4k/index.m3u8"] {
+        assert_eq!(client.get(p).await.expect(p).status, 404, "{p}");
+    }
+    c.shutdown().await;
+}
+
+/// A live ladder: the media playlist holds the window, is cached for half a segment, and
+/// its media sequence moves on in real time; the newest listed segment exists and checks
+/// out, the next one does not yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_window_advances_through_the_edges() {
+    let c = cluster().await;
+    let client = c.client(0).expect("client");
+    let path = "/video/live/360p/index.m3u8";
+    let read = || async {
+        let (t, f) = text(&client, path).await;
+        let m = m3u8_rs::parse_media_playlist_res(t.as_bytes()).expect("live playlist parses");
+        (m, f)
+    };
+    let (first, f) = read().await;
+    assert_eq!(cache_control(&f), "public, max-age=1");
+    assert!(!first.end_list);
+    assert_eq!(first.segments.len(), 4);
+    let newest = first.media_sequence + 3;
+    let newest_path = format!(
+        "/video/live/360p/{}",
+        shoal_cache_core::video::segment_name(newest)
+    );
+    let s = client.get(&newest_path).await.expect("segment");
+    assert_eq!(s.status, 200);
+    assert_eq!(verify_segment(&s.body).expect("checks out").index, newest);
+    eventually(
+        Duration::from_secs(5),
+        "the live window moves on",
+        || async { read().await.0.media_sequence > first.media_sequence },
+    )
+    .await;
+    let far = shoal_cache_core::video::segment_name(newest + 100);
+    assert_eq!(
+        client
+            .get(&format!("/video/live/360p/{far}"))
+            .await
+            .expect("future")
+            .status,
+        404
+    );
+    c.shutdown().await;
+}
