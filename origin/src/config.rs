@@ -268,3 +268,52 @@ impl OriginConfig {
             .map_or(&self.default_cache_control, |r| &r.cache_control)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladders_parse_from_toml_and_bad_ones_are_refused_by_name() {
+        let c = OriginConfig::from_toml(
+            r#"
+[[ladders]]
+name = "demo"
+segment = "2s"
+length = "60s"
+[[ladders]]
+name = "live"
+live = true
+window = 6
+[[ladders.renditions]]
+name = "low"
+bandwidth = 600000
+width = 640
+height = 360
+"#,
+        )
+        .unwrap();
+        let l = c.built_ladders().unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].config().renditions.len(), 4, "the default ladder");
+        assert_eq!(l[1].config().renditions[0].bandwidth, 600_000);
+        assert!(l[1].config().live);
+        let twice =
+            OriginConfig::from_toml("[[ladders]]\nname = \"a\"\n[[ladders]]\nname = \"a\"\n");
+        assert!(
+            twice
+                .unwrap_err()
+                .to_string()
+                .contains("ladder a is configured twice")
+        );
+        let typo = OriginConfig::from_toml("[[ladders]]\nname = \"a\"\nsegmnet = \"2s\"\n");
+        assert!(typo.unwrap_err().to_string().contains("segmnet"));
+        let short = OriginConfig::from_toml("[[ladders]]\nname = \"a\"\nsegment = \"5ms\"\n");
+        assert!(
+            short
+                .unwrap_err()
+                .to_string()
+                .contains("ladder a: segment 5ms")
+        );
+    }
+}
