@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use shoal_cache_core::RegionMap;
 
+pub mod abr;
 pub mod admin;
 pub use admin::{AdminClient, Purge, Purged};
 

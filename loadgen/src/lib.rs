@@ -7,6 +7,7 @@
 //!
 //! - [`harness`]: an in-process origin and regions of edges on loopback, and a UDP relay
 //!   for delay and partitions. The demo and the end-to-end tests share it.
+//! - [`abr`]: `shoal abr`, every ABR rule over real throughput traces, with QoE.
 //! - [`replay`]: trace reading and `shoal hitrate`, the policy replay.
 //! - [`demo`]: the main job: the cluster, every object fetched through every region twice,
 //!   a per-region summary.
@@ -14,6 +15,7 @@
 //! The open-loop load generator (`load/`) arrives with its own issue; this crate holds no
 //! placeholder for it.
 
+pub mod abr;
 pub mod cap;
 pub mod demo;
 pub mod harness;
@@ -89,6 +91,9 @@ pub enum LoadgenError {
     /// The async runtime for the replay could not start.
     #[error("cannot start the replay runtime: {0}")]
     Runtime(std::io::Error),
+    /// An ABR trace or setting is invalid.
+    #[error(transparent)]
+    Abr(#[from] shoal_client::abr::AbrError),
 }
 
 /// A latency histogram in microseconds (1 µs to 60 s, 3 significant digits).

@@ -120,6 +120,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Play every ABR rule over real throughput traces in simulated time and print QoE.
+    Abr {
+        /// Directory of `time_s<TAB>Mbit/s` traces (one level of subdirectories).
+        #[arg(long, default_value = "../shared/abr-traces")]
+        traces: PathBuf,
+        /// Rules (throughput, bba, bola, dynamic); comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "throughput,bba,bola,dynamic"
+        )]
+        rules: Vec<String>,
+        /// Rung bitrates in bits/s, ascending; default the origin's synthetic ladder.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "400000,800000,2500000,5000000"
+        )]
+        bitrates: Vec<u64>,
+        /// 2 s segments per session.
+        #[arg(long, default_value_t = 150)]
+        segments: u64,
+        /// Print every session as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a request trace through every cache policy and print hit ratios.
     Hitrate {
         /// Trace file (`timestamp,object_id,size` CSV, gzip or plain).
@@ -145,6 +171,7 @@ fn main() -> ExitCode {
             | Command::Sign { .. }
             | Command::Purge { .. }
             | Command::Cap { .. }
+            | Command::Abr { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // `cap` cuts a region off on purpose: the edges' warnings about it are expected.
@@ -329,6 +356,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 print!("{}", shoal_loadgen::cap::render(&rows));
+            }
+            Ok(())
+        }
+        Command::Abr {
+            traces,
+            rules,
+            bitrates,
+            segments,
+            json,
+        } => {
+            let rules = rules
+                .iter()
+                .map(|r| r.parse())
+                .collect::<Result<Vec<shoal_client::abr::Rule>, _>>()?;
+            if bitrates.is_empty() || bitrates.windows(2).any(|w| w[1] <= w[0]) {
+                bail!("--bitrates must be ascending and not empty");
+            }
+            if segments == 0 || segments > 100_000 {
+                bail!("--segments must be between 1 and 100000");
+            }
+            let sessions = shoal_loadgen::abr::evaluate(&traces, &rules, &bitrates, segments)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sessions)?);
+            } else {
+                print!("{}", shoal_loadgen::abr::render(&sessions));
             }
             Ok(())
         }

@@ -151,3 +151,48 @@ async fn a_live_window_advances_through_the_edges() {
     );
     c.shutdown().await;
 }
+
+/// `shoal abr` over the shared real traces (FCC broadband, Norway 3G): every rule plays
+/// every trace; on the FCC trace that averages 0.19 Mb/s, below the lowest rung, every rule
+/// stays on it and stalls most of the time (the floor case); the buffer-aware rules switch
+/// far less than BBA-0, and dash.js's dynamic strategy scores at least the throughput rule's
+/// median QoE. The simulation is deterministic, so these are exact regressions.
+#[test]
+fn abr_rules_over_the_shared_traces() {
+    use shoal_client::abr::Rule;
+    let dir = shoal_tests::shared_dir().join("abr-traces");
+    let rules = [Rule::Throughput, Rule::Bba, Rule::Bola, Rule::Dynamic];
+    let ladder = [400_000, 800_000, 2_500_000, 5_000_000];
+    let sessions = shoal_loadgen::abr::evaluate(&dir, &rules, &ladder, 150).expect("traces");
+    let traces = shoal_loadgen::abr::trace_files(&dir)
+        .expect("trace files")
+        .len();
+    assert!(traces >= 10, "{traces} traces");
+    assert_eq!(sessions.len(), traces * rules.len());
+    let floor: Vec<_> = sessions
+        .iter()
+        .filter(|s| s.trace.contains("trace_5294"))
+        .collect();
+    assert_eq!(floor.len(), 4);
+    for s in floor {
+        assert_eq!(s.qoe.mean_kbps, 400.0, "{}: {:?}", s.rule, s.qoe);
+        assert!(s.qoe.rebuffer_ratio > 0.5, "{}: {:?}", s.rule, s.qoe);
+    }
+    let of = |rule: &str| -> Vec<&shoal_client::abr::Qoe> {
+        sessions
+            .iter()
+            .filter(|s| s.rule == rule)
+            .map(|s| &s.qoe)
+            .collect()
+    };
+    let switches = |rule| of(rule).iter().map(|q| q.switches_per_min).sum::<f64>();
+    assert!(switches("bola") < switches("bba") / 4.0);
+    assert!(switches("dynamic") < switches("bba") / 4.0);
+    let median = |rule| {
+        let mut v: Vec<f64> = of(rule).iter().map(|q| q.qoe_4s).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    assert!(median("dynamic") >= median("throughput"));
+    println!("{}", shoal_loadgen::abr::render(&sessions));
+}
