@@ -23,6 +23,7 @@ use shoal_cache_core::RegionMap;
 
 pub mod abr;
 pub mod admin;
+pub mod player;
 pub use admin::{AdminClient, Purge, Purged};
 
 /// Client errors.

@@ -60,6 +60,29 @@ enum Command {
         #[arg(required = true)]
         urls: Vec<String>,
     },
+    /// Play an HLS master playlist through a region's edges with an ABR rule; prints QoE.
+    Play {
+        /// Region edges, `id=addr` (repeatable); as for `get`.
+        #[arg(long = "edge", value_parser = shoal_edge::config::parse_peer)]
+        edges: Vec<(String, SocketAddr)>,
+        /// The region's edge config (TOML), for routing; as for `get`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// ABR rule: throughput, bba, bola, dynamic.
+        #[arg(long, default_value = "dynamic")]
+        rule: String,
+        /// Most segments to play.
+        #[arg(long, default_value_t = 30)]
+        segments: u64,
+        /// Media seconds per wall second for VOD (accelerated simulated time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Do not check segments' synthetic header and checksum (for real media).
+        #[arg(long)]
+        no_verify: bool,
+        /// The master playlist's URL.
+        url: String,
+    },
     /// Print a signed URL for a path under `[signed_urls]` (HMAC-SHA256, expiring).
     Sign {
         /// The path to sign (`/video/seg_1.ts`).
@@ -172,6 +195,7 @@ fn main() -> ExitCode {
             | Command::Purge { .. }
             | Command::Cap { .. }
             | Command::Abr { .. }
+            | Command::Play { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // `cap` cuts a region off on purpose: the edges' warnings about it are expected.
@@ -198,6 +222,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A client for the region behind `url`: routing uses the edges' config (its vnodes, key
+/// policy and peers) when given, else the listed edges, else the URL's own host.
+async fn region_client(
+    edges: &[(String, SocketAddr)],
+    config: Option<&std::path::Path>,
+    url: &str,
+) -> anyhow::Result<(shoal_client::RegionClient, String)> {
+    // Only the routing part of the edges' config matters here.
+    let region = match config {
+        Some(p) => EdgeConfig::from_toml(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => EdgeConfig::default(),
+    };
+    let uri: http::Uri = url.parse().with_context(|| format!("URL {url:?}"))?;
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .context("URL needs a host")?;
+    let configured: Vec<(String, SocketAddr)> =
+        std::iter::once((region.node_id.clone(), region.listen))
+            .chain(region.peers.clone())
+            .collect();
+    let list = if !edges.is_empty() {
+        edges.to_vec()
+    } else if !region.peers.is_empty() {
+        configured
+    } else {
+        let addr = tokio::net::lookup_host(&host)
+            .await?
+            .next()
+            .context("host did not resolve")?;
+        vec![(host.clone(), addr)]
+    };
+    let map = shoal_cache_core::RegionMap::new(
+        region.vnodes,
+        list.iter().map(|(id, _)| id.as_str()),
+        region.key_policy(),
+    )?;
+    let client = shoal_client::RegionClient::new(list, &host, map)?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    Ok((client, path))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -279,43 +347,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             urls,
         } => {
-            // Only the routing part of the edges' config matters here.
-            let region = match &config {
-                Some(p) => EdgeConfig::from_toml(
-                    &std::fs::read_to_string(p)
-                        .with_context(|| format!("reading {}", p.display()))?,
-                )?,
-                None => EdgeConfig::default(),
-            };
             for url in urls {
-                let uri: http::Uri = url.parse().with_context(|| format!("URL {url:?}"))?;
-                let host = uri
-                    .authority()
-                    .map(|a| a.as_str().to_string())
-                    .context("URL needs a host")?;
-                let configured: Vec<(String, SocketAddr)> =
-                    std::iter::once((region.node_id.clone(), region.listen))
-                        .chain(region.peers.clone())
-                        .collect();
-                let list = if !edges.is_empty() {
-                    edges.clone()
-                } else if !region.peers.is_empty() {
-                    configured
-                } else {
-                    let addr = tokio::net::lookup_host(&host)
-                        .await?
-                        .next()
-                        .context("host did not resolve")?;
-                    vec![(host.clone(), addr)]
-                };
-                let map = shoal_cache_core::RegionMap::new(
-                    region.vnodes,
-                    list.iter().map(|(id, _)| id.as_str()),
-                    region.key_policy(),
-                )?;
-                let client = shoal_client::RegionClient::new(list, &host, map)?;
-                let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                let f = client.get(path).await?;
+                let (client, path) = region_client(&edges, config.as_deref(), &url).await?;
+                let f = client.get(&path).await?;
                 println!(
                     "{url}\n  edge {}  status {}  cache-status {:?}  age {:?}  bytes {}  ttfb {:.2} ms  total {:.2} ms  failovers {}",
                     f.edge,
@@ -357,6 +391,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", shoal_loadgen::cap::render(&rows));
             }
+            Ok(())
+        }
+        Command::Play {
+            edges,
+            config,
+            rule,
+            segments,
+            speed,
+            no_verify,
+            url,
+        } => {
+            let (client, path) = region_client(&edges, config.as_deref(), &url).await?;
+            let cfg = shoal_client::player::PlayConfig {
+                rule: rule.parse()?,
+                segments,
+                speed,
+                verify: !no_verify,
+                ..Default::default()
+            };
+            let r = shoal_client::player::play(&client, &path, &cfg).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         Command::Abr {

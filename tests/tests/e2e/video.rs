@@ -196,3 +196,52 @@ fn abr_rules_over_the_shared_traces() {
     assert!(median("dynamic") >= median("throughput"));
     println!("{}", shoal_loadgen::abr::render(&sessions));
 }
+
+/// `shoal play` through a region: a VOD session in accelerated time plays to the end list,
+/// every segment checks out, and on loopback the ABR climbs to the top rung; a second
+/// viewer is served from cache wherever it chose what the first one did; a live session
+/// starts three segments behind the newest, reloads the playlist, and plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_plays_vod_and_live_through_a_region() {
+    use shoal_client::player::{PlayConfig, play};
+    let c = cluster().await;
+    let client = c.client(0).expect("client");
+    let cfg = PlayConfig {
+        segments: 100,
+        speed: 20.0,
+        ..Default::default()
+    };
+    let first = play(&client, "/video/vod/master.m3u8", &cfg)
+        .await
+        .expect("vod plays");
+    assert_eq!((first.segments, first.verified), (5, 5), "{first:?}");
+    assert_eq!(first.renditions.last().map(String::as_str), Some("1080p"));
+    assert!(first.qoe.startup_s > 0.0 && first.qoe.media_s == 10.0);
+    let second = play(&client, "/video/vod/master.m3u8", &cfg)
+        .await
+        .expect("vod plays again");
+    let same = first
+        .renditions
+        .iter()
+        .zip(&second.renditions)
+        .filter(|(a, b)| a == b)
+        .count() as u64;
+    assert!(same > 0 && second.hits >= same, "{first:?}\n{second:?}");
+
+    let live = play(
+        &client,
+        "/video/live/master.m3u8",
+        &PlayConfig {
+            segments: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("live plays");
+    assert_eq!((live.segments, live.verified), (5, 5), "{live:?}");
+    assert!(
+        live.playlist_fetches >= 2,
+        "a live playlist is reloaded: {live:?}"
+    );
+    c.shutdown().await;
+}

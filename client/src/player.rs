@@ -1,0 +1,360 @@
+//! `shoal play`: an HLS player over a [`RegionClient`]. It parses the master and media
+//! playlists (m3u8-rs), picks a rendition for every segment with an [`abr`](crate::abr)
+//! rule, downloads through the region's edges, verifies each segment (synthetic ladders),
+//! keeps a playback buffer and accounts stalls, and follows live playlists.
+//!
+//! Time is media time: `speed` > 1 plays VOD in accelerated simulated time (every wall
+//! second counts as `speed` media seconds, throughput included); live plays in real time.
+
+use std::time::{Duration, Instant};
+
+use m3u8_rs::{MasterPlaylist, MediaPlaylist};
+use serde::Serialize;
+
+use crate::abr::{self, Bola, Context, Estimator, Played, Qoe, Rule};
+use crate::{ClientError, RegionClient};
+
+/// Player settings.
+#[derive(Debug, Clone)]
+pub struct PlayConfig {
+    /// ABR rule.
+    pub rule: Rule,
+    /// Most segments to play (VOD stops at the end list sooner).
+    pub segments: u64,
+    /// Media seconds per wall second (VOD only; live is always 1).
+    pub speed: f64,
+    /// Buffer target, media seconds: no request while the buffer holds more.
+    pub max_buffer: f64,
+    /// Check every segment's synthetic header and checksum.
+    pub verify: bool,
+}
+
+impl Default for PlayConfig {
+    fn default() -> Self {
+        Self {
+            rule: Rule::Dynamic,
+            segments: 30,
+            speed: 1.0,
+            max_buffer: 30.0,
+            verify: true,
+        }
+    }
+}
+
+/// What a session did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlayReport {
+    /// Segments played.
+    pub segments: u64,
+    /// Segments whose content checked out (with `verify`).
+    pub verified: u64,
+    /// Segments served from an edge's cache.
+    pub hits: u64,
+    /// Body bytes of segments.
+    pub bytes: u64,
+    /// Rendition names chosen, in order.
+    pub renditions: Vec<String>,
+    /// Media playlist fetches (live reloads included).
+    pub playlist_fetches: u64,
+    /// QoE of the session.
+    pub qoe: Qoe,
+}
+
+/// Errors of playback.
+#[derive(Debug, thiserror::Error)]
+pub enum PlayError {
+    /// A request failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A playlist or segment answered with an error status.
+    #[error("{path}: HTTP {status}")]
+    Status {
+        /// What was fetched.
+        path: String,
+        /// The status.
+        status: u16,
+    },
+    /// A playlist did not parse.
+    #[error("{path}: not a valid {kind} playlist: {reason}")]
+    Playlist {
+        /// What was fetched.
+        path: String,
+        /// Master or media.
+        kind: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A segment's content did not check out.
+    #[error("{path}: {source}")]
+    Segment {
+        /// What was fetched.
+        path: String,
+        /// Why.
+        source: shoal_cache_core::video::VideoError,
+    },
+    /// The settings cannot be played.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Joins a playlist-relative URI to the directory of `base` (a path).
+fn join(base: &str, uri: &str) -> String {
+    if uri.starts_with('/') {
+        return uri.to_string();
+    }
+    let dir = base.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{dir}/{uri}")
+}
+
+struct Rendition {
+    bitrate: u64,
+    path: String,
+    name: String,
+    playlist: Option<MediaPlaylist>,
+}
+
+/// Plays `master` (a path on the region) until `cfg.segments` are played or the VOD ends.
+pub async fn play(
+    client: &RegionClient,
+    master: &str,
+    cfg: &PlayConfig,
+) -> Result<PlayReport, PlayError> {
+    if !(cfg.speed > 0.0 && cfg.speed <= 1000.0) || cfg.max_buffer <= 0.0 {
+        return Err(PlayError::Config(
+            "speed must be in (0, 1000] and max_buffer positive".into(),
+        ));
+    }
+    let started = Instant::now();
+    let body = fetch(client, master).await?.body;
+    let parsed: MasterPlaylist =
+        m3u8_rs::parse_master_playlist_res(&body).map_err(|e| PlayError::Playlist {
+            path: master.into(),
+            kind: "master",
+            reason: e.to_string(),
+        })?;
+    let mut rungs: Vec<Rendition> = parsed
+        .variants
+        .iter()
+        .filter(|v| !v.is_i_frame)
+        .map(|v| Rendition {
+            bitrate: v.bandwidth,
+            path: join(master, &v.uri),
+            name: v.uri.split('/').next().unwrap_or(&v.uri).to_string(),
+            playlist: None,
+        })
+        .collect();
+    rungs.sort_by_key(|r| r.bitrate);
+    if rungs.is_empty() || rungs[0].bitrate == 0 {
+        return Err(PlayError::Playlist {
+            path: master.into(),
+            kind: "master",
+            reason: "no variant with a BANDWIDTH".into(),
+        });
+    }
+    let bitrates: Vec<u64> = rungs.iter().map(|r| r.bitrate).collect();
+    let bola = Bola::new(&bitrates);
+    let mut bola_on = false;
+    let mut est = Estimator::default();
+    let mut report = PlayReport {
+        segments: 0,
+        verified: 0,
+        hits: 0,
+        bytes: 0,
+        renditions: Vec::new(),
+        playlist_fetches: 0,
+        qoe: abr::qoe(&[], 0),
+    };
+    // Every rendition's playlist numbers the same segments; the first one decides where
+    // playback starts (live: three segments behind the newest, as hls.js does).
+    let first = load(client, &mut rungs[0], &mut report).await?;
+    let live = !first.end_list;
+    let speed = if live { 1.0 } else { cfg.speed };
+    let mut next = if live {
+        (first.media_sequence + first.segments.len() as u64).saturating_sub(3)
+    } else {
+        first.media_sequence
+    };
+    let segment_s = first
+        .segments
+        .first()
+        .map_or(first.target_duration as f64, |s| f64::from(s.duration));
+    let (mut buffer, mut clock) = (0.0f64, Instant::now());
+    let mut played: Vec<Played> = Vec::new();
+    let mut last_rung: Option<usize> = None;
+    let mut pending_stall = 0.0;
+    while report.segments < cfg.segments {
+        let ctx = Context {
+            buffer,
+            throughput: est.estimate(),
+            last: last_rung,
+            segment: segment_s,
+            index: report.segments,
+        };
+        let q = abr::choose(cfg.rule, &bitrates, &bola, &mut bola_on, &ctx);
+        // Find segment `next` in the chosen rendition's playlist, reloading a live one
+        // (every half target duration) until it lists it.
+        let uri = loop {
+            if rungs[q].playlist.is_none() {
+                load(client, &mut rungs[q], &mut report).await?;
+            }
+            let pl = rungs[q]
+                .playlist
+                .as_ref()
+                .ok_or_else(|| PlayError::Config("a playlist vanished while playing".into()))?;
+            let base = pl.media_sequence;
+            if next < base {
+                // Fell out of a live window: jump to its start.
+                next = base;
+            }
+            if let Some(s) = pl.segments.get((next - base) as usize) {
+                break Some(s.uri.clone());
+            }
+            if pl.end_list {
+                break None;
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                return Err(PlayError::Config("live playlist stopped advancing".into()));
+            }
+            let wait = (pl.target_duration as f64 / 2.0).max(0.1);
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            rungs[q].playlist = None;
+            let _ = advance(
+                &mut buffer,
+                &mut clock,
+                speed,
+                &mut pending_stall,
+                report.segments,
+            );
+        };
+        let Some(uri) = uri else { break };
+        let path = join(&rungs[q].path, &uri);
+        let f = fetch(client, &path).await?;
+        let transfer = (f.total.saturating_sub(f.ttfb)).as_secs_f64().max(1e-6) * speed;
+        est.sample(f.body.len() as f64 * 8.0, transfer);
+        if cfg.verify {
+            shoal_cache_core::video::verify_segment(&f.body).map_err(|source| {
+                PlayError::Segment {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            report.verified += 1;
+        }
+        let stall = advance(
+            &mut buffer,
+            &mut clock,
+            speed,
+            &mut pending_stall,
+            report.segments,
+        );
+        buffer += segment_s;
+        played.push(Played {
+            bitrate: bitrates[q],
+            duration: segment_s,
+            stall,
+        });
+        report.segments += 1;
+        report.hits += u64::from(f.is_hit());
+        report.bytes += f.body.len() as u64;
+        report.renditions.push(rungs[q].name.clone());
+        last_rung = Some(q);
+        next += 1;
+        if buffer > cfg.max_buffer {
+            let over = buffer - cfg.max_buffer;
+            tokio::time::sleep(Duration::from_secs_f64(over / speed)).await;
+            let _ = advance(
+                &mut buffer,
+                &mut clock,
+                speed,
+                &mut pending_stall,
+                report.segments,
+            );
+        }
+    }
+    report.qoe = abr::qoe(&played, bitrates[bitrates.len() - 1]);
+    Ok(report)
+}
+
+/// Drains the buffer by the media time since `clock`; returns the stall accumulated
+/// (the buffer ran dry, or playback has not started) since the last segment was added.
+fn advance(
+    buffer: &mut f64,
+    clock: &mut Instant,
+    speed: f64,
+    pending: &mut f64,
+    played: u64,
+) -> f64 {
+    let dt = clock.elapsed().as_secs_f64() * speed;
+    *clock = Instant::now();
+    let dry = if played == 0 {
+        dt
+    } else {
+        (dt - *buffer).max(0.0)
+    };
+    *buffer = (*buffer - dt).max(0.0);
+    *pending += dry;
+    std::mem::take(pending)
+}
+
+async fn fetch(client: &RegionClient, path: &str) -> Result<crate::Fetched, PlayError> {
+    let f = client.get(path).await?;
+    if !f.status.is_success() {
+        return Err(PlayError::Status {
+            path: path.into(),
+            status: f.status.as_u16(),
+        });
+    }
+    Ok(f)
+}
+
+async fn load(
+    client: &RegionClient,
+    r: &mut Rendition,
+    report: &mut PlayReport,
+) -> Result<MediaPlaylist, PlayError> {
+    let body = fetch(client, &r.path).await?.body;
+    report.playlist_fetches += 1;
+    let pl = m3u8_rs::parse_media_playlist_res(&body).map_err(|e| PlayError::Playlist {
+        path: r.path.clone(),
+        kind: "media",
+        reason: e.to_string(),
+    })?;
+    r.playlist = Some(pl.clone());
+    Ok(pl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_uris_join_the_playlist_directory() {
+        assert_eq!(
+            join("/video/a/master.m3u8", "240p/index.m3u8"),
+            "/video/a/240p/index.m3u8"
+        );
+        assert_eq!(
+            join("/video/a/240p/index.m3u8", "seg_00001.ts"),
+            "/video/a/240p/seg_00001.ts"
+        );
+        assert_eq!(
+            join("/video/a/master.m3u8", "/other/x.m3u8"),
+            "/other/x.m3u8"
+        );
+    }
+
+    #[test]
+    fn the_buffer_drains_in_media_time_and_dry_time_is_stall() {
+        let mut buffer = 0.0;
+        let mut clock = Instant::now() - Duration::from_millis(500);
+        let mut pending = 0.0;
+        // Before the first segment, all waiting is startup.
+        let s = advance(&mut buffer, &mut clock, 2.0, &mut pending, 0);
+        assert!((s - 1.0).abs() < 0.05, "{s}");
+        buffer = 0.4;
+        clock = Instant::now() - Duration::from_millis(500);
+        let s = advance(&mut buffer, &mut clock, 1.0, &mut pending, 3);
+        assert!((s - 0.1).abs() < 0.05, "{s}");
+        assert_eq!(buffer, 0.0);
+    }
+}
