@@ -245,3 +245,53 @@ async fn the_player_plays_vod_and_live_through_a_region() {
     );
     c.shutdown().await;
 }
+
+/// 200 concurrent viewers of a live rendition in one region, each reloading its playlist
+/// every half target duration for 3 s, cost the origin about one playlist fetch per update
+/// (the playlist is cached for half a segment and fills are coalesced at the key's owner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_audience_costs_the_origin_about_one_playlist_fetch_per_update() {
+    let c = cluster().await;
+    let client = c.client(0).expect("client");
+    let o = c.origin.as_ref().expect("origin");
+    let path = "/video/live/720p/index.m3u8";
+    let before = o.metrics.fetches(FetchResult::Ok);
+    let started = std::time::Instant::now();
+    let run = Duration::from_secs(3);
+    let mut viewers = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let client = client.clone();
+        viewers.spawn(async move {
+            let mut sequences = Vec::new();
+            while started.elapsed() < run {
+                if let Ok(f) = client.get(path).await
+                    && f.status == 200
+                    && let Ok(m) = m3u8_rs::parse_media_playlist_res(&f.body)
+                {
+                    sequences.push(m.media_sequence);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            sequences
+        });
+    }
+    let mut reads = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(r) = viewers.join_next().await {
+        let s = r.expect("viewer");
+        reads += s.len();
+        seen.extend(s);
+    }
+    let fetches = o.metrics.fetches(FetchResult::Ok) - before;
+    // 1 s segments over 3 s: 3 or 4 windows seen; the playlist is fresh for 1 s, so the
+    // region refetches it about once per update.
+    let updates = seen.len() as u64;
+    println!("{reads} playlist reads, {updates} updates seen, {fetches} origin fetches");
+    assert!(reads >= 200 * 5, "{reads}");
+    assert!(updates >= 3, "{seen:?}");
+    assert!(
+        fetches <= 2 * updates + 1,
+        "{fetches} fetches for {updates} updates"
+    );
+    c.shutdown().await;
+}
