@@ -50,6 +50,8 @@ pub struct PlayReport {
     pub verified: u64,
     /// Segments served from an edge's cache.
     pub hits: u64,
+    /// Segments that joined another request's fill in flight (`Cache-Status: …; collapsed`).
+    pub collapsed: u64,
     /// Body bytes of segments.
     pub bytes: u64,
     /// Rendition names chosen, in order.
@@ -159,6 +161,7 @@ pub async fn play(
         segments: 0,
         verified: 0,
         hits: 0,
+        collapsed: 0,
         bytes: 0,
         renditions: Vec::new(),
         playlist_fetches: 0,
@@ -255,6 +258,11 @@ pub async fn play(
         });
         report.segments += 1;
         report.hits += u64::from(f.is_hit());
+        report.collapsed += u64::from(
+            f.cache_status
+                .as_deref()
+                .is_some_and(|c| c.contains("collapsed")),
+        );
         report.bytes += f.body.len() as u64;
         report.renditions.push(rungs[q].name.clone());
         last_rung = Some(q);

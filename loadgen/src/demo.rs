@@ -5,7 +5,10 @@
 //! through every region twice with concurrent clients, and reports per region: requests,
 //! hit ratio, origin fetches, p50/p99 latency. Then it purges objects one at a time through
 //! the origin's admin API and times each until every edge has applied it (the propagation
-//! of an invalidation). Then it stops everything it started.
+//! of an invalidation). Then viewers in every region play the origin's synthetic 60 s HLS
+//! ladder at once, in accelerated time, with the default ABR rule, verifying every
+//! segment; it reports their QoE and the segment hit ratio. Then it stops everything it
+//! started.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +30,10 @@ pub struct DemoConfig {
     pub concurrency: usize,
     /// Purges timed after the fetch passes.
     pub purges: usize,
+    /// Video viewers per region (0: no video phase).
+    pub players: usize,
+    /// Media seconds per wall second for the viewers.
+    pub video_speed: f64,
     /// Cluster shape.
     pub cluster: ClusterSpec,
 }
@@ -37,6 +44,8 @@ impl Default for DemoConfig {
             objects: 120,
             concurrency: 16,
             purges: 1000,
+            players: 8,
+            video_speed: 30.0,
             cluster: ClusterSpec::default(),
         }
     }
@@ -84,6 +93,109 @@ pub struct DemoReport {
     pub seconds: f64,
     /// Purge propagation.
     pub purge: PurgeReport,
+    /// Video viewers, per region.
+    pub video: Vec<VideoReport>,
+}
+
+/// One region's viewers.
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoReport {
+    /// Region name.
+    pub region: String,
+    /// Viewers.
+    pub players: u64,
+    /// Viewers that failed (an error, or a segment that did not check out).
+    pub failed: u64,
+    /// Segments played, all viewers.
+    pub segments: u64,
+    /// Segments that checked out.
+    pub verified: u64,
+    /// Segments served from an edge's cache, percent.
+    pub segment_hit_ratio: f64,
+    /// Segments that joined a fill already in flight, percent.
+    pub segment_collapsed_ratio: f64,
+    /// Fetches the region's edges made to the origin while the viewers played (playlists
+    /// included).
+    pub origin_fetches: u64,
+    /// Mean QoE per 4 s of media (μ = 4.3).
+    pub qoe_4s: f64,
+    /// Mean time-weighted bitrate, kb/s.
+    pub mean_kbps: f64,
+    /// Stalls after startup, all viewers.
+    pub stalls: u64,
+    /// Median startup delay, media seconds.
+    pub startup_p50_s: f64,
+}
+
+/// The ladder the viewers play.
+pub const LADDER: &str = "demo";
+
+async fn video_pass(
+    client: RegionClient,
+    region: String,
+    players: usize,
+    speed: f64,
+) -> VideoReport {
+    let cfg = shoal_client::player::PlayConfig {
+        segments: 1000,
+        speed,
+        ..Default::default()
+    };
+    let master = format!("/video/{LADDER}/master.m3u8");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..players {
+        let (client, master, cfg) = (client.clone(), master.clone(), cfg.clone());
+        set.spawn(async move { shoal_client::player::play(&client, &master, &cfg).await });
+    }
+    let mut r = VideoReport {
+        region,
+        players: players as u64,
+        failed: 0,
+        segments: 0,
+        verified: 0,
+        segment_hit_ratio: 0.0,
+        segment_collapsed_ratio: 0.0,
+        origin_fetches: 0,
+        qoe_4s: 0.0,
+        mean_kbps: 0.0,
+        stalls: 0,
+        startup_p50_s: 0.0,
+    };
+    let (mut hits, mut collapsed, mut startups, mut ok) = (0u64, 0u64, Vec::new(), 0u64);
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(Ok(p)) => {
+                ok += 1;
+                r.segments += p.segments;
+                r.verified += p.verified;
+                hits += p.hits;
+                collapsed += p.collapsed;
+                r.qoe_4s += p.qoe.qoe_4s;
+                r.mean_kbps += p.qoe.mean_kbps;
+                r.stalls += p.qoe.stalls;
+                startups.push(p.qoe.startup_s);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("viewer failed: {e}");
+                r.failed += 1;
+            }
+            Err(e) => {
+                tracing::warn!("viewer task failed: {e}");
+                r.failed += 1;
+            }
+        }
+    }
+    if ok > 0 {
+        r.qoe_4s /= ok as f64;
+        r.mean_kbps /= ok as f64;
+    }
+    if r.segments > 0 {
+        r.segment_hit_ratio = 100.0 * hits as f64 / r.segments as f64;
+        r.segment_collapsed_ratio = 100.0 * collapsed as f64 / r.segments as f64;
+    }
+    startups.sort_by(f64::total_cmp);
+    r.startup_p50_s = startups.get(startups.len() / 2).copied().unwrap_or(0.0);
+    r
 }
 
 /// How long purges took to take effect at every edge.
@@ -232,6 +344,9 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         format!("demo-{nanos:x}-{}", std::process::id())
     });
     spec.origin.admin_token = Some(token.clone());
+    spec.origin
+        .ladders
+        .push(shoal_cache_core::video::LadderConfig::named(LADDER));
     let cluster = Cluster::start(spec).await?;
     let content = objects(config.objects);
     let object_bytes = content.iter().map(|(_, b)| b.len() as u64).sum();
@@ -291,6 +406,32 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         .ok_or(LoadgenError::OriginStopped)?;
     let admin = shoal_client::AdminClient::new(admin_addr, token);
     let purge = purge_pass(&admin, &paths, config.purges).await;
+    let mut viewers = Vec::new();
+    if config.players > 0 {
+        for (ri, region) in cluster.regions.iter().enumerate() {
+            viewers.push(tokio::spawn(video_pass(
+                cluster.client(ri)?,
+                region.name.clone(),
+                config.players,
+                config.video_speed,
+            )));
+        }
+    }
+    let fetched = |ri: usize| -> u64 {
+        cluster.regions[ri]
+            .edges
+            .iter()
+            .flatten()
+            .map(|e| e.origin_fetches("ok"))
+            .sum()
+    };
+    let before: Vec<u64> = (0..cluster.regions.len()).map(fetched).collect();
+    let mut video = Vec::new();
+    for (ri, v) in viewers.into_iter().enumerate() {
+        let mut r = v.await.map_err(|e| LoadgenError::Task(e.to_string()))?;
+        r.origin_fetches = fetched(ri) - before[ri];
+        video.push(r);
+    }
     cluster.shutdown().await;
     Ok(DemoReport {
         objects: paths.len(),
@@ -298,6 +439,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         regions,
         seconds,
         purge: purge?,
+        video,
     })
 }
 
@@ -356,5 +498,45 @@ pub fn render(r: &DemoReport) -> String {
         "\n{} purges, one at a time, each answered once all {} edges applied it: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} not everywhere in time).",
         p.purges, p.edges, p.p50_ms, p.p99_ms, p.max_ms, p.incomplete
     );
+    if !r.video.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nViewers playing the 60 s synthetic ladder /video/{LADDER}/ (4 renditions, 400 kb/s–5 Mb/s) at once, ABR `dynamic`, in accelerated time:"
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:>8} {:>7} {:>9} {:>9} {:>7} {:>13} {:>15} {:>8} {:>6} {:>7} {:>10}",
+            "region",
+            "viewers",
+            "failed",
+            "segments",
+            "verified",
+            "hits",
+            "joined fill",
+            "origin fetches",
+            "QoE/4s",
+            "kb/s",
+            "stalls",
+            "startup s"
+        );
+        for v in &r.video {
+            let _ = writeln!(
+                out,
+                "{:<8} {:>8} {:>7} {:>9} {:>9} {:>6.1}% {:>12.1}% {:>15} {:>8.2} {:>6.0} {:>7} {:>10.2}",
+                v.region,
+                v.players,
+                v.failed,
+                v.segments,
+                v.verified,
+                v.segment_hit_ratio,
+                v.segment_collapsed_ratio,
+                v.origin_fetches,
+                v.qoe_4s,
+                v.mean_kbps,
+                v.stalls,
+                v.startup_p50_s
+            );
+        }
+    }
     out
 }

@@ -38,6 +38,9 @@ enum Command {
         /// Purges timed after the fetches (each until every edge applied it).
         #[arg(long, default_value_t = 1000)]
         purges: usize,
+        /// Video viewers per region (0: none).
+        #[arg(long, default_value_t = 8)]
+        players: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -290,12 +293,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             objects,
             concurrency,
             purges,
+            players,
             json,
         } => {
             let report = shoal_loadgen::demo::run(shoal_loadgen::demo::DemoConfig {
                 objects,
                 concurrency: concurrency.max(1),
                 purges,
+                players,
                 ..Default::default()
             })
             .await?;
@@ -307,6 +312,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let errors: u64 = report.regions.iter().map(|r| r.errors).sum();
             if errors > 0 {
                 bail!("{errors} requests failed");
+            }
+            let failed: u64 = report.video.iter().map(|v| v.failed).sum();
+            if failed > 0 {
+                bail!("{failed} viewers failed");
             }
             if report.purge.incomplete > 0 {
                 bail!(

@@ -295,3 +295,29 @@ async fn a_live_audience_costs_the_origin_about_one_playlist_fetch_per_update() 
     );
     c.shutdown().await;
 }
+
+/// The demo's video phase (a smaller demo): every viewer in every region plays the whole
+/// ladder with every segment checked, and each region fetches each object it played from
+/// the origin once, however many viewers asked for it at the same moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_viewers_play_every_segment_with_one_origin_fetch_per_object_per_region() {
+    let report = shoal_loadgen::demo::run(shoal_loadgen::demo::DemoConfig {
+        objects: 12,
+        purges: 10,
+        players: 4,
+        ..Default::default()
+    })
+    .await
+    .expect("demo runs");
+    assert_eq!(report.video.len(), 3);
+    for v in &report.video {
+        assert_eq!((v.players, v.failed), (4, 0), "{v:?}");
+        assert_eq!(v.segments, 4 * 30, "{v:?}");
+        assert_eq!(v.verified, v.segments, "{v:?}");
+        // 30 segments of the chosen renditions, the master and their media playlists:
+        // at most one fetch per distinct object, so well under one per viewer request.
+        assert!(v.origin_fetches <= 30 * 4 + 5, "{v:?}");
+        assert!(v.origin_fetches < v.segments, "{v:?}");
+    }
+    assert_eq!(report.purge.incomplete, 0);
+}
