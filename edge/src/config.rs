@@ -88,6 +88,9 @@ pub struct CacheSection {
     pub ignored_query_params: Vec<String>,
 }
 
+/// The query parameter CTA-5004 (CMCD) players carry their state in; never part of a key.
+pub const CMCD_PARAM: &str = "CMCD";
+
 impl Default for CacheSection {
     fn default() -> Self {
         Self {
@@ -500,10 +503,12 @@ impl EdgeConfig {
             .map_err(|e| EdgeError::Config(e.to_string()))
     }
 
-    /// How cache keys are built: the configured ignored parameters, and the signature's
+    /// How cache keys are built: the configured ignored parameters, CTA-5004's `CMCD`
+    /// (players such as hls.js send their state with every request), and the signature's
     /// where signed URLs are on (every viewer of an object shares one entry).
     pub fn key_policy(&self) -> KeyPolicy {
         let mut ignored_params = self.cache.ignored_query_params.clone();
+        ignored_params.push(CMCD_PARAM.into());
         if !self.signed_urls.prefixes.is_empty() {
             ignored_params.extend(crate::request::sign::PARAMS.map(String::from));
         }

@@ -101,6 +101,15 @@ async fn a_vod_ladder_plays_through_a_region_and_every_segment_checks_out() {
         .expect("range");
     assert_eq!(part.status, 206);
     assert_eq!(part.body, whole.body.slice(1000..2000));
+    // CMCD data (CTA-5004, as hls.js sends it) is not part of the key: still a hit.
+    let cmcd = client
+        .get(&format!(
+            "{seg}?CMCD=bl%3D12000%2Cbr%3D5000%2Cnor%3D%22seg_00004.ts%22%2Cot%3Dv"
+        ))
+        .await
+        .expect("cmcd");
+    assert!(cmcd.is_hit(), "{:?}", cmcd.cache_status);
+    assert_eq!(cmcd.body, whole.body);
     assert_eq!(o.metrics.fetches(FetchResult::Ok), fetched);
     // Past the end and unknown names are 404, not a generated body.
     for p in ["/video/vod/240p/seg_00005.ts", "/video/vod/4k/index.m3u8"] {
