@@ -52,8 +52,10 @@ pub struct PlayReport {
     pub hits: u64,
     /// Segments that joined another request's fill in flight (`Cache-Status: …; collapsed`).
     pub collapsed: u64,
-    /// Body bytes of segments.
+    /// Body bytes of segments and initialisation sections.
     pub bytes: u64,
+    /// Initialisation sections (EXT-X-MAP) fetched: one per rendition switch.
+    pub init_fetches: u64,
     /// Rendition names chosen, in order.
     pub renditions: Vec<String>,
     /// Media playlist fetches (live reloads included).
@@ -163,6 +165,7 @@ pub async fn play(
         hits: 0,
         collapsed: 0,
         bytes: 0,
+        init_fetches: 0,
         renditions: Vec::new(),
         playlist_fetches: 0,
         qoe: abr::qoe(&[], 0),
@@ -185,6 +188,7 @@ pub async fn play(
     let mut played: Vec<Played> = Vec::new();
     let mut last_rung: Option<usize> = None;
     let mut pending_stall = 0.0;
+    let mut current_init: Option<String> = None;
     while report.segments < cfg.segments {
         let ctx = Context {
             buffer,
@@ -209,8 +213,15 @@ pub async fn play(
                 // Fell out of a live window: jump to its start.
                 next = base;
             }
-            if let Some(s) = pl.segments.get((next - base) as usize) {
-                break Some(s.uri.clone());
+            let i = (next - base) as usize;
+            if let Some(s) = pl.segments.get(i) {
+                // The initialisation section (EXT-X-MAP) in force for this segment.
+                let map = pl.segments[..=i]
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.map.as_ref())
+                    .map(|m| m.uri.clone());
+                break Some((s.uri.clone(), map));
             }
             if pl.end_list {
                 break None;
@@ -229,7 +240,17 @@ pub async fn play(
                 report.segments,
             );
         };
-        let Some(uri) = uri else { break };
+        let Some((uri, map)) = uri else { break };
+        // A new rendition (or a new map) needs its initialisation section first.
+        if let Some(m) = map {
+            let init = join(&rungs[q].path, &m);
+            if current_init.as_deref() != Some(init.as_str()) {
+                let f = fetch(client, &init).await?;
+                report.bytes += f.body.len() as u64;
+                report.init_fetches += 1;
+                current_init = Some(init);
+            }
+        }
         let path = join(&rungs[q].path, &uri);
         let f = fetch(client, &path).await?;
         let transfer = (f.total.saturating_sub(f.ttfb)).as_secs_f64().max(1e-6) * speed;
