@@ -184,14 +184,13 @@ pub async fn play(
         .segments
         .first()
         .map_or(first.target_duration as f64, |s| f64::from(s.duration));
-    let (mut buffer, mut clock) = (0.0f64, Instant::now());
+    let mut playback = Playback::new(speed);
     let mut played: Vec<Played> = Vec::new();
     let mut last_rung: Option<usize> = None;
-    let mut pending_stall = 0.0;
     let mut current_init: Option<String> = None;
     while report.segments < cfg.segments {
         let ctx = Context {
-            buffer,
+            buffer: playback.buffer,
             throughput: est.estimate(),
             last: last_rung,
             segment: segment_s,
@@ -232,13 +231,7 @@ pub async fn play(
             let wait = (pl.target_duration as f64 / 2.0).max(0.1);
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
             rungs[q].playlist = None;
-            let _ = advance(
-                &mut buffer,
-                &mut clock,
-                speed,
-                &mut pending_stall,
-                report.segments,
-            );
+            let _ = playback.advance(report.segments);
         };
         let Some((uri, map)) = uri else { break };
         // A new rendition (or a new map) needs its initialisation section first.
@@ -264,14 +257,8 @@ pub async fn play(
             })?;
             report.verified += 1;
         }
-        let stall = advance(
-            &mut buffer,
-            &mut clock,
-            speed,
-            &mut pending_stall,
-            report.segments,
-        );
-        buffer += segment_s;
+        let stall = playback.advance(report.segments);
+        playback.buffer += segment_s;
         played.push(Played {
             bitrate: bitrates[q],
             duration: segment_s,
@@ -288,41 +275,53 @@ pub async fn play(
         report.renditions.push(rungs[q].name.clone());
         last_rung = Some(q);
         next += 1;
-        if buffer > cfg.max_buffer {
-            let over = buffer - cfg.max_buffer;
+        if playback.buffer > cfg.max_buffer {
+            let over = playback.buffer - cfg.max_buffer;
             tokio::time::sleep(Duration::from_secs_f64(over / speed)).await;
-            let _ = advance(
-                &mut buffer,
-                &mut clock,
-                speed,
-                &mut pending_stall,
-                report.segments,
-            );
+            let _ = playback.advance(report.segments);
         }
     }
     report.qoe = abr::qoe(&played, bitrates[bitrates.len() - 1]);
     Ok(report)
 }
 
-/// Drains the buffer by the media time since `clock`; returns the stall accumulated
-/// (the buffer ran dry, or playback has not started) since the last segment was added.
-fn advance(
-    buffer: &mut f64,
-    clock: &mut Instant,
+/// The playback buffer in media time.
+struct Playback {
+    /// Media seconds buffered.
+    buffer: f64,
+    /// When the buffer was last drained.
+    clock: Instant,
+    /// Media seconds per wall second.
     speed: f64,
-    pending: &mut f64,
-    played: u64,
-) -> f64 {
-    let dt = clock.elapsed().as_secs_f64() * speed;
-    *clock = Instant::now();
-    let dry = if played == 0 {
-        dt
-    } else {
-        (dt - *buffer).max(0.0)
-    };
-    *buffer = (*buffer - dt).max(0.0);
-    *pending += dry;
-    std::mem::take(pending)
+    /// Stall not yet charged to a segment.
+    pending: f64,
+}
+
+impl Playback {
+    fn new(speed: f64) -> Self {
+        Self {
+            buffer: 0.0,
+            clock: Instant::now(),
+            speed,
+            pending: 0.0,
+        }
+    }
+
+    /// Drains the buffer by the media time since the last call; returns the stall (the
+    /// buffer ran dry, or playback has not started: `played` is 0) accumulated since the
+    /// last segment was added.
+    fn advance(&mut self, played: u64) -> f64 {
+        let dt = self.clock.elapsed().as_secs_f64() * self.speed;
+        self.clock = Instant::now();
+        let dry = if played == 0 {
+            dt
+        } else {
+            (dt - self.buffer).max(0.0)
+        };
+        self.buffer = (self.buffer - dt).max(0.0);
+        self.pending += dry;
+        std::mem::take(&mut self.pending)
+    }
 }
 
 async fn fetch(client: &RegionClient, path: &str) -> Result<crate::Fetched, PlayError> {
@@ -374,16 +373,16 @@ mod tests {
 
     #[test]
     fn the_buffer_drains_in_media_time_and_dry_time_is_stall() {
-        let mut buffer = 0.0;
-        let mut clock = Instant::now() - Duration::from_millis(500);
-        let mut pending = 0.0;
+        let mut p = Playback::new(2.0);
+        p.clock = Instant::now() - Duration::from_millis(500);
         // Before the first segment, all waiting is startup.
-        let s = advance(&mut buffer, &mut clock, 2.0, &mut pending, 0);
+        let s = p.advance(0);
         assert!((s - 1.0).abs() < 0.05, "{s}");
-        buffer = 0.4;
-        clock = Instant::now() - Duration::from_millis(500);
-        let s = advance(&mut buffer, &mut clock, 1.0, &mut pending, 3);
+        p.speed = 1.0;
+        p.buffer = 0.4;
+        p.clock = Instant::now() - Duration::from_millis(500);
+        let s = p.advance(3);
         assert!((s - 0.1).abs() < 0.05, "{s}");
-        assert_eq!(buffer, 0.0);
+        assert_eq!(p.buffer, 0.0);
     }
 }
