@@ -162,8 +162,11 @@ impl Bola {
     }
 }
 
-/// Chooses the rung for the next segment.
+/// Chooses the rung for the next segment (0 for an empty ladder).
 pub fn choose(rule: Rule, bitrates: &[u64], bola: &Bola, bola_on: &mut bool, c: &Context) -> usize {
+    if bitrates.is_empty() {
+        return 0;
+    }
     let safe = c.throughput.map(|t| t * SAFETY);
     let by_throughput = safe.map_or(0, |t| optimal(bitrates, t));
     match rule {
@@ -517,6 +520,13 @@ mod tests {
         assert_eq!(choose(Rule::Bba, &LADDER, &b, &mut false, &c(3.0)), 0);
         assert_eq!(choose(Rule::Bba, &LADDER, &b, &mut false, &c(10.0)), 2);
         assert_eq!(choose(Rule::Bba, &LADDER, &b, &mut false, &c(15.0)), 3);
+        for rule in [Rule::Throughput, Rule::Bba, Rule::Bola, Rule::Dynamic] {
+            assert_eq!(
+                choose(rule, &[], &b, &mut false, &c(10.0)),
+                0,
+                "no ladder, no panic"
+            );
+        }
     }
 
     fn flat(mbps: f64) -> Trace {
