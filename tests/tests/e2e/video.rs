@@ -404,3 +404,165 @@ async fn an_ffmpeg_ladder_plays_through_a_region() {
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The page the browser test loads from the edge: it plays the ladder in a `<video>` and
+/// logs its state as JSON on the console every 100 ms.
+const PLAYER_PAGE: &str = r#"<!doctype html><html><body>
+<video id="v" muted autoplay playsinline width="640" height="360"></video><pre id="out"></pre>
+<script>
+const v = document.getElementById('v'), out = document.getElementById('out');
+let err = null;
+v.addEventListener('error', () => { err = v.error ? v.error.code + ':' + v.error.message : 'error'; });
+v.src = '/hls/master.m3u8';
+v.play().catch(e => { err = 'play: ' + e; });
+setInterval(() => {
+  const s = JSON.stringify({t: v.currentTime, err: err});
+  out.textContent = s;
+  console.log('SHOAL ' + s);
+}, 100);
+</script></body></html>
+"#;
+
+fn have(tool: &str, arg: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn chromium(profile: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+/// Plays the page in headless Chromium until the video is `want` seconds in (or an error,
+/// or 30 s); returns the furthest `currentTime` seen and the last error reported.
+async fn play_in_chromium(url: &str, dir: &std::path::Path, want: f64) -> (f64, Option<String>) {
+    let profile = tempdir_in(dir, "profile");
+    let log = dir.join("chromium.log");
+    let mut child = chromium(&profile)
+        .args(["--enable-logging=stderr", "--v=0", url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start chromium");
+    let started = std::time::Instant::now();
+    let (mut furthest, mut error) = (0.0f64, None);
+    while started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.lines().filter_map(|l| l.split("SHOAL ").nth(1)) {
+            let json = line.split("\", source").next().unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+                furthest = furthest.max(v["t"].as_f64().unwrap_or(0.0));
+                if let Some(e) = v["err"].as_str() {
+                    error = Some(e.to_string());
+                }
+            }
+        }
+        if furthest >= want || error.is_some() {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (furthest, error)
+}
+
+fn tempdir_in(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("temp dir");
+    p
+}
+
+/// A real browser: headless Chromium (Debian's, which plays HLS natively) loads a page from
+/// an edge whose `<video>` plays the ffmpeg ladder's master playlist through the edge;
+/// playback starts and `currentTime` passes 6 s (three 2 s segments) with no media error. A
+/// second viewer plays it again with fewer origin fetches (the edge serves its copies), and a
+/// screenshot is kept in the test's target directory. Needs ffmpeg and chromium, which
+/// `.ci/run` installs: under CI a missing one fails the test; elsewhere it is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ffmpeg_ladder_plays_in_headless_chromium() {
+    if !(have("ffmpeg", "-version") && have("chromium", "--version")) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ffmpeg or chromium is missing: .ci/run installs them (apt-get install ffmpeg chromium)"
+        );
+        eprintln!("skipped: needs ffmpeg and chromium (apt-get install ffmpeg chromium)");
+        return;
+    }
+    let work = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chromium-ladder");
+    let media = tempdir_in(&work, "media");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/media/make-ladder.sh");
+    let made = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&media)
+        .args(["8", "ultrafast"])
+        .output()
+        .expect("run make-ladder.sh");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::fs::write(media.join("play.html"), PLAYER_PAGE).expect("page");
+
+    let mut s = spec(1, 1, false);
+    s.origin.content_dir = Some(media.clone());
+    let c = Cluster::start(s).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let o = c.origin.as_ref().expect("origin");
+    let url = format!("http://{}/play.html", c.regions[0].addrs[0]);
+
+    let before = o.metrics.fetches(FetchResult::Ok);
+    let (t, err) = play_in_chromium(&url, &work, 6.0).await;
+    assert_eq!(err, None, "the browser reported a media error");
+    assert!(t >= 6.0, "playback reached only {t:.2} s");
+    let first = o.metrics.fetches(FetchResult::Ok) - before;
+
+    let before = o.metrics.fetches(FetchResult::Ok);
+    let (t2, err2) = play_in_chromium(&url, &work, 6.0).await;
+    assert!(
+        err2.is_none() && t2 >= 6.0,
+        "second viewer: {t2:.2} s, {err2:?}"
+    );
+    let second = o.metrics.fetches(FetchResult::Ok) - before;
+    assert!(
+        second < first,
+        "the second viewer is served from the edge: {second} origin fetches after {first}"
+    );
+
+    let shot = work.join("chromium-ladder.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempdir_in(&work, "shot-profile");
+    let status = chromium(&profile)
+        .args(["--window-size=800,480", "--virtual-time-budget=3000"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("screenshot");
+    assert!(status.success());
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    println!(
+        "chromium played {t:.2} s (first viewer: {first} origin fetches; second: {second}); screenshot {}",
+        shot.display()
+    );
+    c.shutdown().await;
+}
