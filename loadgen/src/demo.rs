@@ -377,12 +377,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         let bytes = passes[0].bytes + passes[1].bytes;
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let requests = 2 * paths.len() as u64;
-        let origin_fetches = cluster.regions[ri]
-            .edges
-            .iter()
-            .flatten()
-            .map(|e| e.origin_fetches("ok"))
-            .sum();
+        let origin_fetches = region_origin_fetches(&cluster, ri);
         regions.push(RegionReport {
             region: name,
             requests,
@@ -417,14 +412,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
             )));
         }
     }
-    let fetched = |ri: usize| -> u64 {
-        cluster.regions[ri]
-            .edges
-            .iter()
-            .flatten()
-            .map(|e| e.origin_fetches("ok"))
-            .sum()
-    };
+    let fetched = |ri: usize| region_origin_fetches(&cluster, ri);
     let before: Vec<u64> = (0..cluster.regions.len()).map(fetched).collect();
     let mut video = Vec::new();
     for (ri, v) in viewers.into_iter().enumerate() {
@@ -441,6 +429,16 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         purge: purge?,
         video,
     })
+}
+
+/// Successful origin fetches made by region `ri`'s running edges so far.
+fn region_origin_fetches(cluster: &Cluster, ri: usize) -> u64 {
+    cluster.regions[ri]
+        .edges
+        .iter()
+        .flatten()
+        .map(|e| e.origin_fetches("ok"))
+        .sum()
 }
 
 /// Renders the report as text.

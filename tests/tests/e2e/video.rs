@@ -339,10 +339,7 @@ async fn the_demo_viewers_play_every_segment_with_one_origin_fetch_per_object_pe
 /// installs: under CI a missing ffmpeg fails the test; elsewhere it is skipped, saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ffmpeg_ladder_plays_through_a_region() {
-    let have_ffmpeg = std::process::Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let have_ffmpeg = have("ffmpeg", "-version");
     if !have_ffmpeg {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -352,19 +349,7 @@ async fn an_ffmpeg_ladder_plays_through_a_region() {
         return;
     }
     let out = std::env::temp_dir().join(format!("shoal-ladder-{}", std::process::id()));
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/media/make-ladder.sh");
-    let made = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(&out)
-        .args(["4", "ultrafast"])
-        .output()
-        .expect("run make-ladder.sh");
-    assert!(
-        made.status.success(),
-        "make-ladder.sh failed: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    make_ladder(&out, 4);
     let master = std::fs::read_to_string(out.join("hls/master.m3u8")).expect("master written");
     assert_eq!(master.matches("CODECS=\"avc1.").count(), 4, "{master}");
     let mpd = std::fs::read_to_string(out.join("dash/manifest.mpd")).expect("MPD written");
@@ -422,6 +407,23 @@ setInterval(() => {
 }, 100);
 </script></body></html>
 "#;
+
+/// Encodes a `seconds`-long ultrafast ladder into `out` with `deploy/media/make-ladder.sh`.
+fn make_ladder(out: &std::path::Path, seconds: u32) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/media/make-ladder.sh");
+    let made = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(out)
+        .args([seconds.to_string().as_str(), "ultrafast"])
+        .output()
+        .expect("run make-ladder.sh");
+    assert!(
+        made.status.success(),
+        "make-ladder.sh failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
 
 fn have(tool: &str, arg: &str) -> bool {
     std::process::Command::new(tool)
@@ -506,19 +508,7 @@ async fn an_ffmpeg_ladder_plays_in_headless_chromium() {
     }
     let work = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chromium-ladder");
     let media = tempdir_in(&work, "media");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/media/make-ladder.sh");
-    let made = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(&media)
-        .args(["8", "ultrafast"])
-        .output()
-        .expect("run make-ladder.sh");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    make_ladder(&media, 8);
     std::fs::write(media.join("play.html"), PLAYER_PAGE).expect("page");
 
     let mut s = spec(1, 1, false);
