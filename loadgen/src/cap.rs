@@ -452,7 +452,16 @@ fn check(mode: Mode, ops: &[Op], crash: Option<Crash>) -> Result<ModeRow, Loadge
             .filter(|w| w.complete < c.at && w.version.is_some_and(|v| v > c.origin_version))
             .count() as u64
     });
-    let last = writes.last().and_then(|w| w.version);
+    // Converging means reading the last write that survived: one a crash lost can never
+    // be read anywhere.
+    let lost = |w: &&&Op| {
+        crash.is_some_and(|c| w.complete < c.at && w.version.is_some_and(|v| v > c.origin_version))
+    };
+    let last = writes
+        .iter()
+        .rev()
+        .find(|w| !lost(w))
+        .and_then(|w| w.version);
     let eventual = (0..2).all(|r| {
         ops.iter()
             .filter(|o| !o.write && o.region == r && o.version.is_some())
