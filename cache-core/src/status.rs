@@ -32,6 +32,9 @@ pub enum NoStoreReason {
     Invalidated,
     /// The path's consistency mode is `direct`: every read goes to the origin.
     Direct,
+    /// The body is still arriving and is shared as it does; whoever registered the fill
+    /// stores it when it is complete (not a refusal: not counted as one).
+    Filling,
 }
 
 impl NoStoreReason {
@@ -49,6 +52,7 @@ impl NoStoreReason {
             Self::Rejected => "rejected",
             Self::Invalidated => "invalidated",
             Self::Direct => "direct",
+            Self::Filling => "filling",
         }
     }
 }

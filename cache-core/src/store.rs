@@ -713,6 +713,7 @@ impl<V: Cacheable> Inner<V> {
                             self.insert(key.clone(), f.value.clone()).await
                         }
                     }
+                    Err(NoStoreReason::Filling) => Err(NoStoreReason::Filling),
                     Err(r) => {
                         bump(&self.counters.not_stored);
                         Err(r)

@@ -76,6 +76,11 @@ pub struct CacheSection {
     pub policy: Policy,
     /// Objects larger than this are streamed through, never stored (`16MiB`).
     pub max_object_size: ByteSize,
+    /// Objects larger than the maximum object size but at most this long are still shared
+    /// by every request that asks while one fill is under way (held in memory until the
+    /// last reader is done, never stored); longer ones stream to each requester from its
+    /// own origin fetch (`64MiB`; `0`: never share unstored bodies).
+    pub max_shared_fill: ByteSize,
     /// Lifetime of responses without explicit freshness (`60s`; `0` to not cache them).
     pub default_ttl: HumanDuration,
     /// Stale-if-error window where the origin gives none (`0`).
@@ -97,6 +102,7 @@ impl Default for CacheSection {
             capacity: ByteSize(256 << 20),
             policy: Policy::default(),
             max_object_size: ByteSize(16 << 20),
+            max_shared_fill: ByteSize(64 << 20),
             default_ttl: HumanDuration::secs(60),
             stale_if_error: HumanDuration::default(),
             stale_while_revalidate: HumanDuration::default(),
@@ -110,7 +116,8 @@ impl Default for CacheSection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutSection {
-    /// One origin fetch attempt, to the last body byte of a stored object (`5s`).
+    /// One origin fetch attempt, to the response head (`5s`); also the longest a body may
+    /// pause between chunks before the fill is failed.
     pub origin_fetch: HumanDuration,
     /// Establishing the QUIC connection (`3s`).
     pub origin_connect: HumanDuration,

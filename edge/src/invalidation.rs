@@ -207,7 +207,7 @@ pub(crate) async fn apply(state: &EdgeState, inv: &Invalidation) -> usize {
     } else {
         Purge::Remove
     };
-    let n = state.store.invalidate(matcher(&inv.target), purge).await;
+    let n = state.invalidate(matcher(&inv.target), purge).await;
     debug!(seq = inv.seq, soft = inv.soft, target = ?inv.target, n, "applied invalidation");
     n
 }

@@ -49,6 +49,8 @@ pub struct Metrics {
     write_back_flushes: Family<ResultLabels, Counter>,
     write_back_bytes: Gauge,
     write_back_paths: Gauge,
+    fills_arriving: Gauge,
+    fill_joins: Counter,
 }
 
 /// Registers `metric` under `name` and returns the handle kept for recording.
@@ -138,6 +140,18 @@ impl Default for Metrics {
                 "Paths with an acknowledged write not yet flushed to the origin",
                 Gauge::default(),
             ),
+            fills_arriving: registered(
+                r,
+                "fills_arriving",
+                "Origin fills whose bodies are still arriving, shared by every request for them",
+                Gauge::default(),
+            ),
+            fill_joins: registered(
+                r,
+                "fill_joins",
+                "Requests served from a fill whose body was still arriving",
+                Counter::default(),
+            ),
             registry: std::mem::take(r),
         }
     }
@@ -218,6 +232,21 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         self.write_back_paths
             .set(i64::try_from(paths).unwrap_or(i64::MAX));
+    }
+
+    /// A fill shared as it arrives began (`1`) or ended (`-1`).
+    pub(crate) fn fill_arriving(&self, delta: i64) {
+        self.fills_arriving.inc_by(delta);
+    }
+
+    /// A request joined a fill whose body was arriving.
+    pub(crate) fn fill_joined(&self) {
+        self.fill_joins.inc();
+    }
+
+    /// Requests that joined a fill whose body was arriving, so far.
+    pub fn fill_joins(&self) -> u64 {
+        self.fill_joins.get()
     }
 
     /// Invalidations applied so far.

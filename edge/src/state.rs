@@ -30,6 +30,8 @@ pub(crate) struct EdgeState {
     /// Overload limits: per-client rate, requests in flight, the origin fill queue.
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
+    /// Fills whose bodies are still arriving, shared as they do.
+    pub(crate) growing: crate::request::growing::GrowingFills,
     /// Acknowledged writes to `write-back` paths not yet at the origin.
     pub(crate) write_back: crate::writeback::WriteBack,
     /// Set at shutdown: readiness turns false before listeners close.
@@ -72,6 +74,7 @@ impl EdgeState {
                 config.peers.values().map(|a| a.ip()).collect(),
             ),
             metrics: Metrics::default(),
+            growing: Default::default(),
             write_back: crate::writeback::WriteBack::new(&config.write_back),
             draining: AtomicBool::new(false),
             modes: std::sync::RwLock::new(Arc::new(Modes::default())),
@@ -106,6 +109,17 @@ impl EdgeState {
         if l.is_none_or(|t| t < until) {
             *l = Some(until);
         }
+    }
+
+    /// Applies an invalidation to the store and to the fills still arriving; returns how
+    /// many stored entries it named.
+    pub(crate) async fn invalidate(
+        &self,
+        matcher: shoal_cache_core::Matcher<CachedObject>,
+        purge: shoal_cache_core::Purge<CachedObject>,
+    ) -> usize {
+        self.growing.invalidate(&matcher);
+        self.store.invalidate(matcher, purge).await
     }
 
     /// Takes the modes the origin announced.

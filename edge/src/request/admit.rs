@@ -29,7 +29,7 @@ pub(crate) struct Admission {
     /// client connected, and must not count as one client here.
     peers: Vec<IpAddr>,
     inflight: Arc<Semaphore>,
-    pub(crate) fills: Semaphore,
+    pub(crate) fills: Arc<Semaphore>,
     pub(crate) fill_wait: Duration,
 }
 
@@ -48,7 +48,7 @@ impl Admission {
             client_ip_header: c.client_ip_header.clone(),
             peers,
             inflight: Arc::new(Semaphore::new(c.max_inflight)),
-            fills: Semaphore::new(c.max_fills),
+            fills: Arc::new(Semaphore::new(c.max_fills)),
             fill_wait: c.fill_queue_timeout.get(),
         }
     }

@@ -2,22 +2,28 @@
 //! into a cached object, and decide what this caller serves.
 //!
 //! N concurrent misses for one key make one origin fetch: the first caller runs the fill,
-//! the others join it and are served its response (`collapsed`). Two answers cannot be
-//! shared: a per-client response (`private`, `Set-Cookie`, or one to an authorised request
-//! that did not allow sharing) and a body over the maximum object size, which only the
-//! caller that ran the fill holds as a stream (`Streamed`). Joiners of those fetch for themselves ([`Decision::FetchAlone`],
-//! pingora's "give up the lock").
+//! the others join it and are served its response (`collapsed`). A body longer than
+//! [`growing::STREAM_FILLS_OVER`] is shared as it arrives ([`growing`]): the fill ends at
+//! the response head, and every request for the key until the last byte is in reads the
+//! one growing body. Two answers cannot be shared: a per-client response (`private`,
+//! `Set-Cookie`, or one to an authorised request that did not allow sharing), and a body
+//! of unknown length or over `cache.max_shared_fill`, which only the caller that ran the
+//! fill holds as a stream (`Streamed`). Joiners of those fetch for themselves
+//! ([`Decision::FetchAlone`], pingora's "give up the lock").
 
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use axum::http::{HeaderMap, Method, header};
 use bytes::Bytes;
-use shoal_cache_core::wire::ResponseHead;
+use shoal_cache_core::wire::{BodyLength, ResponseHead};
 use shoal_cache_core::{
     CacheKey, CacheStatus, CachedObject, Exchange, FillOutcome, Filled, Freshness, FreshnessPolicy,
     NoStoreReason, freshness,
 };
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::growing::{self, Growing};
 use crate::error::EdgeError;
 use crate::headers;
 use crate::state::EdgeState;
@@ -27,27 +33,55 @@ use crate::upstream::{Fetch, OriginBody, OriginReply};
 pub(crate) enum Served {
     /// A whole object (cached or not).
     Object(Arc<CachedObject>, CacheStatus),
-    /// A body too large to store, streamed from the origin.
+    /// A body no one else may share, streamed from the origin to this caller only.
     Stream(ResponseHead, OriginBody, CacheStatus),
+    /// A body shared as it arrives.
+    Growing(Arc<Growing>, CacheStatus),
 }
 
 impl Served {
     pub(crate) fn status(&self) -> CacheStatus {
         match self {
-            Self::Object(_, s) | Self::Stream(_, _, s) => *s,
+            Self::Object(_, s) | Self::Stream(_, _, s) | Self::Growing(_, s) => *s,
+        }
+    }
+
+    /// A Range request is answered from the whole body: a growing one is waited for.
+    pub(crate) async fn settle_for(
+        self,
+        method: &Method,
+        req: &HeaderMap,
+    ) -> Result<Self, EdgeError> {
+        match self {
+            Self::Growing(g, status) if *method == Method::GET && req.contains_key(header::RANGE) => {
+                let body = g.complete().await.map_err(EdgeError::OriginUnavailable)?;
+                let obj = CachedObject {
+                    body,
+                    ..(*g.shell).clone()
+                };
+                Ok(Self::Object(Arc::new(obj), status))
+            }
+            other => Ok(other),
         }
     }
 }
 
-/// The stream of an unstorable body, from the fill work to the caller that ran it.
+/// What the fill work hands to the caller that ran it, beside the shared result.
+enum Handed {
+    /// An unshareable body on the origin stream.
+    Stream(ResponseHead, OriginBody),
+    /// The growing body every joiner shares too.
+    Growing(Arc<Growing>),
+}
+
 #[derive(Default)]
-struct Handoff(Mutex<Option<(ResponseHead, OriginBody)>>);
+struct Handoff(Mutex<Option<Handed>>);
 
 impl Handoff {
-    fn put(&self, head: ResponseHead, body: OriginBody) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((head, body));
+    fn put(&self, h: Handed) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
     }
-    fn take(&self) -> Option<(ResponseHead, OriginBody)> {
+    fn take(&self) -> Option<Handed> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
@@ -65,8 +99,10 @@ pub(crate) enum How {
 pub(crate) enum Decision {
     /// The fill's object, with this cache status.
     Serve(CacheStatus),
-    /// The streamed body this caller's fill left in the handoff.
-    Stream,
+    /// What this caller's fill left in the handoff (a stream or a growing body).
+    Handed,
+    /// The growing body registered for the key, as a joiner.
+    JoinGrowing,
     /// Nothing shareable: fetch alone, uncoalesced and unstored.
     FetchAlone,
 }
@@ -78,9 +114,10 @@ pub(crate) fn decide(
     stored: Result<(), NoStoreReason>,
     revalidated: Option<bool>,
 ) -> Decision {
-    use NoStoreReason::{Authorization, Private, SetCookie, Streamed};
+    use NoStoreReason::{Authorization, Filling, Private, SetCookie, Streamed};
     match (how, stored, revalidated) {
-        (How::Ran, Err(Streamed), _) => Decision::Stream,
+        (How::Ran, Err(Streamed | Filling), _) => Decision::Handed,
+        (_, Err(Filling), _) => Decision::JoinGrowing,
         (_, Err(Streamed), _) => Decision::FetchAlone,
         (How::Joined, Err(Private | SetCookie | Authorization), _) => Decision::FetchAlone,
         (_, Err(r), _) => Decision::Serve(CacheStatus::MissNotStored(r)),
@@ -93,13 +130,17 @@ pub(crate) fn decide(
 }
 
 /// Fills `key` from the origin through the store: a miss (`stale` is `None`) or a refresh
-/// of the stale copy (its ETag makes the fetch conditional).
+/// of the stale copy (its ETag makes the fetch conditional). A fill whose body is still
+/// arriving is joined first.
 pub(crate) async fn fill(
     st: &Arc<EdgeState>,
     key: &CacheKey,
     authorized: bool,
     stale: Option<Arc<CachedObject>>,
 ) -> Result<Served, EdgeError> {
+    if let Some(g) = st.growing.get(key) {
+        return Ok(joined(st, g));
+    }
     let handoff = Arc::new(Handoff::default());
     let work = {
         let (st, key, stale, handoff) = (st.clone(), key.clone(), stale.clone(), handoff.clone());
@@ -121,24 +162,55 @@ pub(crate) async fn fill(
         .map(|old| old.version == value.version && old.etag == value.etag);
     match decide(how, outcome.stored(), revalidated) {
         Decision::Serve(status) => Ok(Served::Object(value, status)),
-        Decision::Stream => match handoff.take() {
-            Some((head, body)) => Ok(Served::Stream(
+        Decision::Handed => match handoff.take() {
+            Some(Handed::Stream(head, body)) => Ok(Served::Stream(
                 head,
                 body,
                 CacheStatus::MissNotStored(NoStoreReason::Streamed),
             )),
+            Some(Handed::Growing(g)) => {
+                let status = match (&g.stored, revalidated) {
+                    (Ok(()), Some(_)) => CacheStatus::Expired,
+                    (Ok(()), None) => CacheStatus::MissStored,
+                    (Err(r), _) => CacheStatus::MissNotStored(*r),
+                };
+                Ok(Served::Growing(g, status))
+            }
             None => alone(st, key, authorized).await,
+        },
+        // The body may have finished (and been stored) since the fill handed it over.
+        Decision::JoinGrowing => match st.growing.get(key) {
+            Some(g) => Ok(joined(st, g)),
+            None => match st.store.get(key.as_str()).await {
+                Some(obj) => Ok(Served::Object(obj, CacheStatus::Collapsed)),
+                None => alone(st, key, authorized).await,
+            },
         },
         Decision::FetchAlone => alone(st, key, authorized).await,
     }
 }
 
+/// A joiner of a growing body: `collapsed` when it will be stored, else why not.
+fn joined(st: &EdgeState, g: Arc<Growing>) -> Served {
+    st.metrics.fill_joined();
+    let status = match g.stored {
+        Ok(()) => CacheStatus::Collapsed,
+        Err(r) => CacheStatus::MissNotStored(r),
+    };
+    Served::Growing(g, status)
+}
+
 /// One origin fetch, queued for a fill slot, counted and timed: the only way the request
 /// path reaches the origin. A spike of distinct misses waits here (bounded by
-/// `fill_queue_timeout`) instead of opening unbounded origin streams.
-async fn origin_fetch(st: &EdgeState, req: Fetch) -> Result<OriginReply, EdgeError> {
+/// `fill_queue_timeout`) instead of opening unbounded origin streams. The slot comes back
+/// with the reply: a body still on its stream keeps it until the last byte.
+async fn origin_fetch(
+    st: &EdgeState,
+    req: Fetch,
+) -> Result<(OriginReply, OwnedSemaphorePermit), EdgeError> {
     let a = &st.admission;
-    let Ok(Ok(_slot)) = tokio::time::timeout(a.fill_wait, a.fills.acquire()).await else {
+    let Ok(Ok(slot)) = tokio::time::timeout(a.fill_wait, a.fills.clone().acquire_owned()).await
+    else {
         st.metrics
             .origin_fetch("queue_full", a.fill_wait.as_secs_f64());
         return Err(EdgeError::Overloaded("origin fill queue full"));
@@ -155,18 +227,18 @@ async fn origin_fetch(st: &EdgeState, req: Fetch) -> Result<OriginReply, EdgeErr
     };
     st.metrics
         .origin_fetch(result, started.elapsed().as_secs_f64());
-    r
+    r.map(|reply| (reply, slot))
 }
 
 fn fetch_of(st: &EdgeState, key: &CacheKey, etag: Option<String>) -> Fetch {
     Fetch {
         target: key.path_and_query().to_string(),
         etag,
-        max_body: st.config.cache.max_object_size.bytes(),
+        collect_up_to: growing::STREAM_FILLS_OVER.min(st.config.cache.max_object_size.bytes()),
     }
 }
 
-/// The fill work: one origin fetch turned into a storable object.
+/// The fill work: one origin fetch turned into a storable object, or a growing body.
 async fn origin_fill(
     st: Arc<EdgeState>,
     key: CacheKey,
@@ -175,8 +247,9 @@ async fn origin_fill(
     handoff: Arc<Handoff>,
 ) -> Result<Filled<CachedObject>, EdgeError> {
     let request_time = SystemTime::now();
+    let since = st.store.generation();
     let etag = stale.as_ref().and_then(|o| o.etag.clone());
-    let reply = origin_fetch(&st, fetch_of(&st, &key, etag)).await?;
+    let (reply, slot) = origin_fetch(&st, fetch_of(&st, &key, etag)).await?;
     let exchange = Exchange {
         request_time,
         response_time: SystemTime::now(),
@@ -202,20 +275,73 @@ async fn origin_fill(
             })
         }
         OriginReply::Streaming { head, body } => {
-            let (obj, _) = rules.build(head.clone(), Bytes::new(), exchange);
-            handoff.put(head, body);
-            Ok(Filled {
-                value: Arc::new(obj),
-                storable: Err(NoStoreReason::Streamed),
-            })
+            let (obj, policy) = rules.build(head.clone(), Bytes::new(), exchange);
+            let limits = &st.config.cache;
+            match shared(
+                policy,
+                head.length,
+                limits.max_object_size.bytes(),
+                limits.max_shared_fill.bytes(),
+            ) {
+                Some((length, stored)) => {
+                    let shell = Arc::new(obj);
+                    let fill = growing::Fill {
+                        key,
+                        shell: shell.clone(),
+                        length,
+                        stored,
+                        since,
+                    };
+                    let g = growing::start(&st, fill, body, slot);
+                    handoff.put(Handed::Growing(g));
+                    Ok(Filled {
+                        value: shell,
+                        storable: Err(NoStoreReason::Filling),
+                    })
+                }
+                None => {
+                    drop(slot);
+                    handoff.put(Handed::Stream(head, body));
+                    Ok(Filled {
+                        value: Arc::new(obj),
+                        storable: Err(NoStoreReason::Streamed),
+                    })
+                }
+            }
         }
     }
+}
+
+/// Whether a streamed body may be shared as it arrives, and if so whether it will be
+/// stored (`policy`: what the response's headers allow; `length`: as announced).
+fn shared(
+    policy: Result<(), NoStoreReason>,
+    length: BodyLength,
+    max_object: u64,
+    max_shared: u64,
+) -> Option<(u64, Result<(), NoStoreReason>)> {
+    use NoStoreReason::{Authorization, Direct, Private, SetCookie};
+    let BodyLength::Known(n) = length else {
+        return None;
+    };
+    let stored = match policy {
+        // Per-client answers are this caller's alone; a `direct` read must not be served to
+        // a request that arrived after the fetch began.
+        Err(Private | SetCookie | Authorization | Direct) => return None,
+        Ok(()) if n <= max_object => Ok(()),
+        _ if n > max_object.max(max_shared) => return None,
+        Ok(()) => Err(NoStoreReason::TooLarge),
+        Err(r) => Err(r),
+    };
+    Some((n, stored))
 }
 
 /// An uncoalesced, unstored fetch (a body too large to store; a per-client response).
 async fn alone(st: &EdgeState, key: &CacheKey, authorized: bool) -> Result<Served, EdgeError> {
     let request_time = SystemTime::now();
-    match origin_fetch(st, fetch_of(st, key, None)).await? {
+    // The slot is for origin streams the edge shares; this one belongs to its client.
+    let (reply, _slot) = origin_fetch(st, fetch_of(st, key, None)).await?;
+    match reply {
         OriginReply::Streaming { head, body } => Ok(Served::Stream(
             head,
             body,
@@ -336,8 +462,11 @@ mod tests {
             (Ran, Ok(()), Some(true), Serve(C::Revalidated)),
             (Joined, Ok(()), Some(true), Serve(C::Revalidated)),
             (Ran, Ok(()), Some(false), Serve(C::Expired)),
-            (Ran, Err(Streamed), None, Stream),
+            (Ran, Err(Streamed), None, Handed),
             (Joined, Err(Streamed), None, FetchAlone),
+            (Ran, Err(Filling), None, Handed),
+            (Ran, Err(Filling), Some(false), Handed),
+            (Joined, Err(Filling), None, JoinGrowing),
             // Complete, but heavier than the store takes: everyone can serve the body.
             (Ran, Err(TooLarge), None, Serve(C::MissNotStored(TooLarge))),
             (
@@ -365,6 +494,29 @@ mod tests {
                 "{how:?} {stored:?} {reval:?}"
             );
         }
+    }
+
+    #[test]
+    fn streamed_bodies_are_shared_unless_per_client_unsized_or_over_the_shared_limit() {
+        use BodyLength::{Known, Streamed as Unsized};
+        let (obj, shared_max) = (100, 1000);
+        let cases = [
+            (Ok(()), Known(100), Some((100, Ok(())))),
+            (Ok(()), Known(101), Some((101, Err(TooLarge)))),
+            (Ok(()), Known(1000), Some((1000, Err(TooLarge)))),
+            (Ok(()), Known(1001), None),
+            (Ok(()), Unsized, None),
+            (Err(NoStore), Known(50), Some((50, Err(NoStore)))),
+            (Err(Private), Known(50), None),
+            (Err(SetCookie), Known(50), None),
+            (Err(Authorization), Known(50), None),
+            (Err(Direct), Known(50), None),
+        ];
+        for (policy, len, want) in cases {
+            assert_eq!(shared(policy, len, obj, shared_max), want, "{policy:?} {len:?}");
+        }
+        // No shared limit: only storable bodies are shared.
+        assert_eq!(shared(Ok(()), Known(101), obj, 0), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::state::EdgeState;
 
 pub(crate) mod admit;
 pub(crate) mod fill;
+pub(crate) mod growing;
 pub(crate) mod lookup;
 pub(crate) mod respond;
 pub(crate) mod route;
@@ -244,6 +245,7 @@ async fn run(
             e
         }
     })?;
+    let served = served.settle_for(&ctx.method, &ctx.headers).await?;
     ctx.outcome = Outcome::Cache(served.status());
     Ok(respond::served(st, ctx, served))
 }

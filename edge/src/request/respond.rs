@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use shoal_cache_core::wire::{BodyLength, ResponseHead};
 use shoal_cache_core::{CacheStatus, CachedObject};
 
 use super::Ctx;
 use super::fill::Served;
+use super::growing::Growing;
 use crate::headers;
 use crate::state::EdgeState;
 use crate::upstream::OriginBody;
@@ -36,6 +37,7 @@ pub(crate) fn served(st: &EdgeState, ctx: &Ctx, served: Served) -> Response<Body
     match served {
         Served::Object(obj, status) => object(st, ctx, &obj, status),
         Served::Stream(head, body, status) => stream(head, body, status),
+        Served::Growing(g, status) => growing(st, ctx, g, status),
     }
 }
 
@@ -45,12 +47,13 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     if_none_match.trim() == "*" || if_none_match.split(',').any(|t| strip(t) == etag)
 }
 
-fn object(
+/// The headers of a response from `obj` (its body aside), and its status code.
+fn head_of(
     st: &EdgeState,
     ctx: &Ctx,
-    obj: &Arc<CachedObject>,
+    obj: &CachedObject,
     status: CacheStatus,
-) -> Response<Body> {
+) -> (HeaderMap, StatusCode) {
     let mut h = headers::to_map(&obj.headers, &["date"]);
     h.insert(
         header::AGE,
@@ -62,21 +65,39 @@ fn object(
         // The version a client sends back (X-Shoal-Min-Version) for its session guarantees.
         h.insert(super::write::VERSION, HeaderValue::from(obj.version));
     }
-    let mut code = StatusCode::from_u16(obj.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut body = obj.body.clone();
+    let code = StatusCode::from_u16(obj.status).unwrap_or(StatusCode::BAD_GATEWAY);
     if code == StatusCode::OK {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        let req = &ctx.headers;
-        let inm = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-        if let (Some(inm), Some(etag)) = (inm, &obj.etag)
-            && etag_matches(inm, etag)
-        {
-            h.remove(header::CONTENT_TYPE);
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
-            *r.headers_mut() = h;
+    }
+    (h, code)
+}
+
+/// A 304 when the request's `If-None-Match` matches `obj`'s ETag.
+fn not_modified(ctx: &Ctx, obj: &CachedObject, h: &mut HeaderMap) -> Option<Response<Body>> {
+    let inm = ctx.headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    if !etag_matches(inm, obj.etag.as_deref()?) {
+        return None;
+    }
+    h.remove(header::CONTENT_TYPE);
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    *r.headers_mut() = std::mem::take(h);
+    Some(r)
+}
+
+fn object(
+    st: &EdgeState,
+    ctx: &Ctx,
+    obj: &Arc<CachedObject>,
+    status: CacheStatus,
+) -> Response<Body> {
+    let (mut h, mut code) = head_of(st, ctx, obj, status);
+    let mut body = obj.body.clone();
+    if code == StatusCode::OK {
+        if let Some(r) = not_modified(ctx, obj, &mut h) {
             return r;
         }
+        let req = &ctx.headers;
         let if_range_ok = req
             .get(header::IF_RANGE)
             .and_then(|v| v.to_str().ok())
@@ -118,7 +139,22 @@ fn object(
     r
 }
 
-/// A body too large to store, passed on chunk by chunk as it arrives from the origin.
+/// A body shared as it arrives from the origin (a Range request waited for all of it).
+fn growing(st: &EdgeState, ctx: &Ctx, g: Arc<Growing>, status: CacheStatus) -> Response<Body> {
+    let (mut h, code) = head_of(st, ctx, &g.shell, status);
+    if code == StatusCode::OK
+        && let Some(r) = not_modified(ctx, &g.shell, &mut h)
+    {
+        return r;
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(g.length));
+    let mut r = Response::new(Body::from_stream(g.reader()));
+    *r.status_mut() = code;
+    *r.headers_mut() = h;
+    r
+}
+
+/// A body no one else may share, passed on chunk by chunk as it arrives from the origin.
 fn stream(head: ResponseHead, body: OriginBody, status: CacheStatus) -> Response<Body> {
     let mut h = headers::to_map(&headers::keep(head.headers), &[]);
     if let BodyLength::Known(n) = head.length {

@@ -28,6 +28,8 @@ struct MockOrigin {
     delay: Duration,
     down: AtomicBool,
     fetches: AtomicUsize,
+    /// When set, a streamed body arrives in 8 KiB chunks, one per this interval.
+    chunk_every: Option<Duration>,
 }
 
 impl MockOrigin {
@@ -37,6 +39,31 @@ impl MockOrigin {
             (cache_control.into(), Bytes::from_static(body)),
         );
     }
+}
+
+/// A body that arrives a chunk at a time, as from an origin on a slow link.
+fn trickled(body: Bytes, every: Duration) -> crate::upstream::OriginBody {
+    const CHUNK: usize = 8 << 10;
+    let codec = FrameCodec::default();
+    let (mut w, r) = tokio::io::duplex(1 << 20);
+    let len = body.len();
+    tokio::spawn(async move {
+        for start in (0..len).step_by(CHUNK) {
+            tokio::time::sleep(every).await;
+            let end = (start + CHUNK).min(len);
+            let m = Message::BodyChunk(BodyChunk {
+                request_id: 1,
+                offset: start as u64,
+                data: body.slice(start..end),
+                last: end == len,
+            });
+            if write_frame(&mut w, &codec, &m).await.is_err() {
+                return;
+            }
+        }
+    });
+    let r: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(r);
+    BodyStream::new(FrameReader::new(r, codec), Some(len as u64))
 }
 
 async fn streamed(body: Bytes) -> crate::upstream::OriginBody {
@@ -113,11 +140,12 @@ impl Origin for MockOrigin {
                 length: BodyLength::Known(body.len() as u64),
                 version: 1,
             };
-            if body.len() as u64 > req.max_body {
-                return Ok(OriginReply::Streaming {
-                    head,
-                    body: streamed(body).await,
-                });
+            if body.len() as u64 > req.collect_up_to {
+                let body = match self.chunk_every {
+                    Some(every) => trickled(body, every),
+                    None => streamed(body).await,
+                };
+                return Ok(OriginReply::Streaming { head, body });
             }
             Ok(OriginReply::Complete { head, body })
         }
@@ -453,4 +481,122 @@ async fn a_request_abandoned_by_its_client_leaves_no_phantom_in_flight() {
     let _ = task.await;
     let after = st.metrics.render(&st.store.stats());
     assert!(after.contains("shoal_edge_inflight_requests 0"), "{after}");
+}
+
+/// A slow origin (a chunk of 8 KiB every 10 ms) holding `body` at `/seg.ts`, and an edge
+/// that stores objects up to 1 MiB.
+fn trickling(body: &'static [u8]) -> (Arc<MockOrigin>, Arc<EdgeState>) {
+    let origin = Arc::new(MockOrigin {
+        chunk_every: Some(Duration::from_millis(10)),
+        ..MockOrigin::default()
+    });
+    origin.put("/seg.ts", "public, max-age=60", body);
+    let mut c = config();
+    c.cache.max_object_size = shoal_cache_core::size::ByteSize(1 << 20);
+    (origin.clone(), edge(c, origin))
+}
+
+static SEGMENT: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| (0..100_000u32).map(|i| (i % 251) as u8).collect());
+
+#[tokio::test(start_paused = true)]
+async fn joiners_of_a_body_still_arriving_share_its_one_fetch_and_get_their_head_at_once() {
+    let seg: &'static [u8] = &SEGMENT;
+    let (origin, st) = trickling(seg);
+    // 13 chunks, 10 ms apart: the body takes 130 ms to arrive.
+    let started = tokio::time::Instant::now();
+    let first = tokio::spawn(handle(st.clone(), get("/seg.ts", &[])));
+    tokio::time::sleep(Duration::from_millis(35)).await;
+    let joiners: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(handle(st.clone(), get("/seg.ts", &[]))))
+        .collect();
+    let mut heads = Vec::new();
+    let mut responses = Vec::new();
+    for t in joiners {
+        responses.push(t.await.unwrap());
+        // The joiner's response begins before the body is in, not after.
+        heads.push(started.elapsed());
+    }
+    for r in responses {
+        assert_eq!(r.status(), 200);
+        assert_eq!(h(&r, "cache-status"), "shoal; fwd=miss; collapsed");
+        assert_eq!(h(&r, "content-length"), seg.len().to_string());
+        assert_eq!(body(r).await, seg);
+    }
+    assert!(
+        heads.iter().all(|t| *t < Duration::from_millis(60)),
+        "joiners waited for the whole body: {heads:?}"
+    );
+    let r = first.await.unwrap();
+    assert_eq!(h(&r, "cache-status"), "shoal; fwd=miss; stored");
+    assert_eq!(body(r).await, seg);
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(st.metrics.fill_joins(), 5);
+    // Complete: stored, and the next request is a hit with no new fetch.
+    let r = handle(st.clone(), get("/seg.ts", &[])).await;
+    assert_eq!(h(&r, "cache-status"), "shoal; hit");
+    assert_eq!(body(r).await, seg);
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 1);
+    let m = st.metrics.render(&st.store.stats());
+    assert!(m.contains("shoal_edge_fills_arriving 0"), "{m}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_range_on_a_body_still_arriving_waits_for_it_and_a_purge_stops_it_being_stored() {
+    let seg: &'static [u8] = &SEGMENT;
+    let (origin, st) = trickling(seg);
+    let first = tokio::spawn(handle(st.clone(), get("/seg.ts", &[])));
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    let ranged = tokio::spawn(handle(st.clone(), get("/seg.ts", &[("range", "bytes=99990-")])));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // A purge while the body arrives: later requests fetch anew, and the fill is not kept.
+    let all = shoal_cache_core::wire::InvalidationTarget::Prefix("/".into());
+    st.invalidate(
+        shoal_cache_core::invalidation::matcher(&all),
+        shoal_cache_core::Purge::Remove,
+    )
+    .await;
+    let after = tokio::spawn(handle(st.clone(), get("/seg.ts", &[])));
+    let r = ranged.await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(h(&r, "content-range"), "bytes 99990-99999/100000");
+    assert_eq!(body(r).await, &seg[99_990..]);
+    assert_eq!(body(first.await.unwrap()).await, seg);
+    let r = after.await.unwrap();
+    assert_eq!(h(&r, "cache-status"), "shoal; fwd=miss; stored");
+    assert_eq!(body(r).await, seg);
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_object_size_is_shared_while_it_arrives_but_never_stored() {
+    let seg: &'static [u8] = &SEGMENT;
+    let (origin, st) = trickling(seg);
+    let mut c = config();
+    c.cache.max_object_size = shoal_cache_core::size::ByteSize(50_000);
+    let st2 = edge(c.clone(), origin.clone());
+    drop(st);
+    let a = tokio::spawn(handle(st2.clone(), get("/seg.ts", &[])));
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    let b = tokio::spawn(handle(st2.clone(), get("/seg.ts", &[])));
+    for t in [a, b] {
+        let r = t.await.unwrap();
+        assert_eq!(h(&r, "cache-status"), "shoal; fwd=miss; detail=too-large");
+        assert_eq!(body(r).await, seg);
+    }
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 1);
+    // Done and not stored: the next request fetches again.
+    let r = handle(st2.clone(), get("/seg.ts", &[])).await;
+    assert_eq!(body(r).await, seg);
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 2);
+    // With sharing of unstored bodies off, each request has its own fetch.
+    c.cache.max_shared_fill = shoal_cache_core::size::ByteSize(0);
+    let st3 = edge(c, origin.clone());
+    let a = tokio::spawn(handle(st3.clone(), get("/seg.ts", &[])));
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    let b = tokio::spawn(handle(st3.clone(), get("/seg.ts", &[])));
+    for t in [a, b] {
+        assert_eq!(body(t.await.unwrap()).await, seg);
+    }
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 4);
 }

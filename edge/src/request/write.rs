@@ -153,7 +153,7 @@ pub(crate) async fn to_origin(
 /// Every variant of the path is now old.
 async fn drop_own_copies(st: &EdgeState, target: &Target) {
     let path = InvalidationTarget::Keys(vec![target.path.clone()]);
-    st.store.invalidate(matcher(&path), Purge::Remove).await;
+    st.invalidate(matcher(&path), Purge::Remove).await;
 }
 
 /// `write-back`: acknowledges the put once it is in this (the owner) edge's buffer, with

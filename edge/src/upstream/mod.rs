@@ -56,7 +56,7 @@ pub enum OriginReply {
         /// Body.
         body: Bytes,
     },
-    /// A response too large to store: the body is still on the stream.
+    /// A response too long to collect first: the body is still on the stream.
     Streaming {
         /// Head.
         head: ResponseHead,
@@ -84,8 +84,9 @@ pub struct Fetch {
     pub target: String,
     /// The stored copy's ETag: makes the fetch conditional.
     pub etag: Option<String>,
-    /// Bodies larger than this come back as [`OriginReply::Streaming`].
-    pub max_body: u64,
+    /// Bodies of known length up to this come back [`OriginReply::Complete`]; longer or
+    /// unknown ones as [`OriginReply::Streaming`], positioned at their first chunk.
+    pub collect_up_to: u64,
 }
 
 /// A client's write, to forward to the origin.
@@ -471,7 +472,7 @@ impl OriginClient {
             BodyLength::Streamed => None,
         };
         let body = BodyStream::new(reader, length);
-        if length.is_none_or(|n| n > req.max_body) {
+        if length.is_none_or(|n| n > req.collect_up_to) {
             return Ok(OriginReply::Streaming { head, body });
         }
         let body = body.collect().await.map_err(|e| match e {

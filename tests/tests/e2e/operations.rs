@@ -412,7 +412,7 @@ async fn stalled_readers_do_not_make_the_origin_hold_whole_files() {
     let fetch = Fetch {
         target: "/big.ts".into(),
         etag: None,
-        max_body: 0, // every body streams: held unread, it stalls its origin stream
+        collect_up_to: 0, // every body streams: held unread, it stalls its origin stream
     };
     let before = rss_mib();
     let mut stalled = Vec::new();

@@ -556,3 +556,72 @@ async fn an_ffmpeg_ladder_plays_in_headless_chromium() {
     );
     c.shutdown().await;
 }
+
+/// A flash crowd on a segment no edge holds yet, over a 20 ms (each way) link to the
+/// origin: 60 viewers in each of two regions ask at the same instant. Each region makes
+/// one origin fetch; every viewer gets the whole segment, intact; the viewers that joined
+/// the fill are served from its bytes as they arrive (`collapsed`). Prints the filler's and
+/// the joiners' time to first byte next to the time the whole body took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_crowd_on_a_new_segment_costs_one_origin_fetch_per_region() {
+    let mut s = spec(2, 2, true);
+    s.origin.ladders = vec![LadderConfig::named("vod")];
+    let c = Cluster::start(s).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    c.relay
+        .as_ref()
+        .expect("relay")
+        .set_delay(Duration::from_millis(20));
+    let o = c.origin.as_ref().expect("origin");
+    let path = "/video/vod/1080p/seg_00002.ts";
+    let before = o.metrics.fetches(FetchResult::Ok);
+    let crowd = 60;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2 * crowd));
+    let mut viewers = tokio::task::JoinSet::new();
+    for r in 0..2 {
+        let client = c.client(r).expect("client");
+        for _ in 0..crowd {
+            let (client, start) = (client.clone(), start.clone());
+            viewers.spawn(async move {
+                start.wait().await;
+                client.get(path).await
+            });
+        }
+    }
+    let (mut filler, mut joiners, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut size = 0;
+    while let Some(r) = viewers.join_next().await {
+        let f = r.expect("viewer").expect("segment");
+        assert_eq!(f.status, 200);
+        verify_segment(&f.body).expect("segment checks out");
+        size = f.body.len();
+        let status = f.cache_status.clone().unwrap_or_default();
+        totals.push(f.total);
+        if status.contains("stored") {
+            filler.push(f.ttfb);
+        } else {
+            assert!(
+                status.contains("collapsed") || status.contains("hit"),
+                "{status}"
+            );
+            joiners.push(f.ttfb);
+        }
+    }
+    let fetches = o.metrics.fetches(FetchResult::Ok) - before;
+    assert_eq!(fetches, 2, "one origin fetch per region");
+    assert_eq!(filler.len(), 2, "one filler per region");
+    joiners.sort();
+    totals.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "flash crowd of {} on one {} kB segment: filler TTFB {:.1}/{:.1} ms; joiner TTFB p50 {:.1} p99 {:.1} ms; whole body p50 {:.1} ms",
+        2 * crowd,
+        size / 1000,
+        ms(filler[0]),
+        ms(filler[1]),
+        ms(joiners[joiners.len() / 2]),
+        ms(joiners[joiners.len() * 99 / 100]),
+        ms(totals[totals.len() / 2]),
+    );
+    c.shutdown().await;
+}
