@@ -14,6 +14,17 @@ pub enum Error {
     Config(#[from] ConfigError),
 }
 
+/// A CMCD value that cannot be read ([`crate::cmcd`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CmcdError {
+    /// Not a structured-field dictionary (RFC 9651).
+    #[error("CMCD is not a structured-field dictionary: {0}")]
+    Syntax(String),
+    /// A key Shoal reads has a value of the wrong type.
+    #[error("CMCD key {0:?} has a value of the wrong type")]
+    Value(String),
+}
+
 /// Errors of the wire codec ([`crate::wire`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

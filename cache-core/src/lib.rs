@@ -30,6 +30,7 @@
 //! - `io` (feature `io`): framed reading and writing over async streams, and
 //!   `BodyStream`, the one reader of body chunks (offsets checked in one place).
 
+pub mod cmcd;
 pub mod consistency;
 pub mod error;
 pub mod exposition;
@@ -52,7 +53,7 @@ pub mod store;
 pub mod video;
 pub mod wire;
 
-pub use error::{ConfigError, Error, RingError, WireError};
+pub use error::{CmcdError, ConfigError, Error, RingError, WireError};
 pub use freshness::{CacheControl, Exchange, Freshness, FreshnessPolicy, FreshnessState};
 pub use key::{CacheKey, KeyError, KeyPolicy, canonical_path, normalise_path};
 pub use object::{Cacheable, CachedObject, Weighted};

@@ -433,6 +433,12 @@ impl<V: Cacheable> Store<V> {
         self.inner.get_raw(key).await
     }
 
+    /// Whether `key` is cached, without counting a hit or a miss (for work done on a
+    /// request's behalf, such as a prefetch, that must not skew the hit ratio).
+    pub async fn contains(&self, key: &str) -> bool {
+        self.get_raw(key).await.is_some()
+    }
+
     /// The entry for `key`, counting a hit or a miss.
     pub async fn get(&self, key: &str) -> Option<Arc<V>> {
         let v = self.get_raw(key).await;

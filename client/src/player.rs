@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::abr::{self, Bola, Context, Estimator, Played, Qoe, Rule};
 use crate::{ClientError, RegionClient};
+use shoal_cache_core::cmcd::{Cmcd, ObjectType};
 
 /// Player settings.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct PlayConfig {
     pub max_buffer: f64,
     /// Check every segment's synthetic header and checksum.
     pub verify: bool,
+    /// Send CTA-5004 CMCD with each segment request (query parameter `CMCD`), naming the
+    /// next segment (`nor`) so an edge can prefetch it.
+    pub cmcd: bool,
 }
 
 impl Default for PlayConfig {
@@ -37,6 +41,7 @@ impl Default for PlayConfig {
             speed: 1.0,
             max_buffer: 30.0,
             verify: true,
+            cmcd: true,
         }
     }
 }
@@ -129,6 +134,7 @@ pub async fn play(
         ));
     }
     let started = Instant::now();
+    let session = format!("{:016x}", fastrand::u64(..));
     let body = fetch(client, master).await?.body;
     let parsed: MasterPlaylist =
         m3u8_rs::parse_master_playlist_res(&body).map_err(|e| PlayError::Playlist {
@@ -220,7 +226,8 @@ pub async fn play(
                     .rev()
                     .find_map(|s| s.map.as_ref())
                     .map(|m| m.uri.clone());
-                break Some((s.uri.clone(), map));
+                let following = pl.segments.get(i + 1).map(|s| s.uri.clone());
+                break Some((s.uri.clone(), map, following));
             }
             if pl.end_list {
                 break None;
@@ -233,7 +240,9 @@ pub async fn play(
             rungs[q].playlist = None;
             let _ = playback.advance(report.segments);
         };
-        let Some((uri, map)) = uri else { break };
+        let Some((uri, map, following)) = uri else {
+            break;
+        };
         // A new rendition (or a new map) needs its initialisation section first.
         if let Some(m) = map {
             let init = join(&rungs[q].path, &m);
@@ -245,7 +254,26 @@ pub async fn play(
             }
         }
         let path = join(&rungs[q].path, &uri);
-        let f = fetch(client, &path).await?;
+        let target = if cfg.cmcd {
+            let data = Cmcd {
+                // CTA-5004 rounds the buffer to 100 ms.
+                buffer_ms: Some((playback.buffer * 10.0).round() as u64 * 100),
+                bitrate_kbps: Some(bitrates[q] / 1000),
+                duration_ms: Some((segment_s * 1000.0).round() as u64),
+                throughput_kbps: est.estimate().map(|bps| (bps / 1000.0).round() as u64),
+                // Relative to this segment's URL, as the playlist lists it.
+                next: following,
+                object: Some(ObjectType::Video),
+                session: Some(session.clone()),
+                startup: report.segments == 0,
+                top_kbps: bitrates.last().map(|b| b / 1000),
+            };
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{sep}{}", data.to_query())
+        } else {
+            path.clone()
+        };
+        let f = fetch(client, &target).await?;
         let transfer = (f.total.saturating_sub(f.ttfb)).as_secs_f64().max(1e-6) * speed;
         est.sample(f.body.len() as f64 * 8.0, transfer);
         if cfg.verify {

@@ -252,6 +252,32 @@ pub struct EdgeConfig {
     pub write_token: Option<Secret>,
     /// The `write-back` buffer (used on paths the origin announces as `write-back`).
     pub write_back: WriteBackSection,
+    /// Prefetching the next object a player names in its CMCD (`nor`).
+    pub prefetch: PrefetchSection,
+}
+
+/// CMCD prefetch: when a request carries CTA-5004 data naming the player's next object
+/// (`nor`), the edge that serves it starts filling that object (its owner in the region
+/// does, over a peer request), so the player's next request is a hit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrefetchSection {
+    /// Off unless set (`false`).
+    pub enabled: bool,
+    /// Prefetches in progress at once on this edge; more are skipped, not queued (`16`).
+    pub max_concurrent: usize,
+    /// No prefetch starts while those in progress hold this many body bytes (`64MiB`).
+    pub max_bytes: ByteSize,
+}
+
+impl Default for PrefetchSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_concurrent: 16,
+            max_bytes: ByteSize(64 << 20),
+        }
+    }
 }
 
 /// A secret from the config: compared in constant time, never shown by `Debug`.
@@ -301,6 +327,7 @@ impl Default for EdgeConfig {
             signed_urls: Default::default(),
             write_token: None,
             write_back: WriteBackSection::default(),
+            prefetch: PrefetchSection::default(),
         }
     }
 }
@@ -411,6 +438,11 @@ impl EdgeConfig {
         let bad = |m: String| Err(EdgeError::Config(m));
         if self.node_id.is_empty() {
             return bad("node_id must not be empty".into());
+        }
+        if self.prefetch.enabled && self.prefetch.max_concurrent == 0 {
+            return bad(
+                "prefetch.max_concurrent must be at least 1 when prefetch is enabled".into(),
+            );
         }
         if self.write_token.as_ref().is_some_and(Secret::is_empty) {
             return bad("write_token must not be empty".into());

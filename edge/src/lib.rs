@@ -190,6 +190,12 @@ impl Edge {
         self.state.metrics.origin_fetches(result)
     }
 
+    /// CMCD prefetches so far that ended with `result` (`fetched`, `forwarded`, `cached`,
+    /// `busy`, `error`, `invalid`, `not_allowed`).
+    pub fn prefetches(&self, result: &'static str) -> u64 {
+        self.state.metrics.prefetches(result)
+    }
+
     /// The local UDP address of the QUIC endpoint to the origin.
     pub fn quic_local_addr(&self) -> Option<SocketAddr> {
         self.link.local_addr()

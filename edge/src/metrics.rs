@@ -51,6 +51,7 @@ pub struct Metrics {
     write_back_paths: Gauge,
     fills_arriving: Gauge,
     fill_joins: Counter,
+    prefetches: Family<ResultLabels, Counter>,
 }
 
 /// Registers `metric` under `name` and returns the handle kept for recording.
@@ -152,6 +153,12 @@ impl Default for Metrics {
                 "Requests served from a fill whose body was still arriving",
                 Counter::default(),
             ),
+            prefetches: registered(
+                r,
+                "prefetches",
+                "CMCD prefetches by result (fetched, forwarded, cached, busy, error, invalid, not_allowed)",
+                Family::default(),
+            ),
             registry: std::mem::take(r),
         }
     }
@@ -247,6 +254,20 @@ impl Metrics {
     /// Requests that joined a fill whose body was arriving, so far.
     pub fn fill_joins(&self) -> u64 {
         self.fill_joins.get()
+    }
+
+    /// A CMCD prefetch ended with `result`.
+    pub(crate) fn prefetch(&self, result: &'static str) {
+        self.prefetches
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// CMCD prefetches that ended with `result`, so far.
+    pub fn prefetches(&self, result: &'static str) -> u64 {
+        self.prefetches
+            .get_or_create(&ResultLabels { result })
+            .get()
     }
 
     /// Invalidations applied so far.

@@ -30,6 +30,8 @@ pub(crate) struct EdgeState {
     /// Overload limits: per-client rate, requests in flight, the origin fill queue.
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
+    /// CMCD prefetch limits.
+    pub(crate) prefetcher: crate::request::prefetch::Prefetcher,
     /// Fills whose bodies are still arriving, shared as they do.
     pub(crate) growing: crate::request::growing::GrowingFills,
     /// Acknowledged writes to `write-back` paths not yet at the origin.
@@ -75,6 +77,7 @@ impl EdgeState {
             ),
             metrics: Metrics::default(),
             growing: Default::default(),
+            prefetcher: crate::request::prefetch::Prefetcher::new(&config.prefetch),
             write_back: crate::writeback::WriteBack::new(&config.write_back),
             draining: AtomicBool::new(false),
             modes: std::sync::RwLock::new(Arc::new(Modes::default())),

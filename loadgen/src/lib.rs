@@ -16,6 +16,7 @@
 //! placeholder for it.
 
 pub mod abr;
+pub mod audience;
 pub mod cap;
 pub mod demo;
 pub mod harness;

@@ -53,7 +53,9 @@ impl Served {
         req: &HeaderMap,
     ) -> Result<Self, EdgeError> {
         match self {
-            Self::Growing(g, status) if *method == Method::GET && req.contains_key(header::RANGE) => {
+            Self::Growing(g, status)
+                if *method == Method::GET && req.contains_key(header::RANGE) =>
+            {
                 let body = g.complete().await.map_err(EdgeError::OriginUnavailable)?;
                 let obj = CachedObject {
                     body,
@@ -513,7 +515,11 @@ mod tests {
             (Err(Direct), Known(50), None),
         ];
         for (policy, len, want) in cases {
-            assert_eq!(shared(policy, len, obj, shared_max), want, "{policy:?} {len:?}");
+            assert_eq!(
+                shared(policy, len, obj, shared_max),
+                want,
+                "{policy:?} {len:?}"
+            );
         }
         // No shared limit: only storable bodies are shared.
         assert_eq!(shared(Ok(()), Known(101), obj, 0), None);

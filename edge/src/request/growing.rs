@@ -152,6 +152,16 @@ impl Growing {
         })
     }
 
+    /// Waits until the body is complete or has failed.
+    pub(crate) async fn done(&self) {
+        let mut rx = self.progress.subscribe();
+        while self.lock().end.is_none() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// The whole body once it is in (for a Range request), or why it never will be.
     pub(crate) async fn complete(&self) -> Result<Bytes, String> {
         let mut rx = self.progress.subscribe();
@@ -338,7 +348,11 @@ mod tests {
         let got = r.await.expect("join");
         assert_eq!(got.len(), 2);
         assert!(matches!(&got[0], Ok(b) if &b[..] == b"ab"));
-        assert!(got[1].as_ref().is_err_and(|e| e.to_string().contains("reset")));
+        assert!(
+            got[1]
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("reset"))
+        );
         assert_eq!(g.complete().await, Err("reset".into()));
     }
 }

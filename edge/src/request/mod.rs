@@ -21,6 +21,7 @@ pub(crate) mod admit;
 pub(crate) mod fill;
 pub(crate) mod growing;
 pub(crate) mod lookup;
+pub(crate) mod prefetch;
 pub(crate) mod respond;
 pub(crate) mod route;
 /// Signed URLs (in the sans-IO core, where they are fuzzed).
@@ -28,6 +29,7 @@ pub use shoal_cache_core::signed as sign;
 pub(crate) mod validate;
 pub(crate) mod write;
 
+pub use prefetch::PREFETCH;
 pub use route::FORWARDED;
 pub use write::VERSION;
 
@@ -49,6 +51,8 @@ pub(crate) enum Outcome {
     Forwarded,
     /// A write, forwarded to the origin.
     Written,
+    /// A peer's prefetch request, accepted.
+    Prefetch,
     /// Refused by validation.
     Rejected,
     /// Failed upstream.
@@ -62,6 +66,7 @@ impl Outcome {
             Self::Cache(s) => s.as_str(),
             Self::Forwarded => "forwarded",
             Self::Written => "write",
+            Self::Prefetch => "prefetch",
             Self::Rejected => "rejected",
             Self::Failed => "error",
         }
@@ -175,6 +180,12 @@ async fn run(
         drop(body);
         bytes::Bytes::new()
     };
+    if from_peer && ctx.headers.contains_key(prefetch::PREFETCH) {
+        let (st2, key2) = (st.clone(), key.clone());
+        tokio::spawn(prefetch::local(st2, key2));
+        ctx.outcome = Outcome::Prefetch;
+        return Ok(accepted());
+    }
     if let Some(resp) = route::to_owner(st, ctx, &target, &key, &body).await {
         ctx.outcome = Outcome::Forwarded;
         return Ok(resp);
@@ -183,6 +194,7 @@ async fn run(
         ctx.outcome = Outcome::Written;
         return write::to_origin(st, ctx, &target, &key, body).await;
     }
+    prefetch::after_read(st, &ctx.headers, &target);
     let mode = st.mode(key.path_and_query());
     // `write-back`: this edge's acknowledged write not yet at the origin is the newest.
     if mode.defers_writes()
@@ -248,6 +260,13 @@ async fn run(
     let served = served.settle_for(&ctx.method, &ctx.headers).await?;
     ctx.outcome = Outcome::Cache(served.status());
     Ok(respond::served(st, ctx, served))
+}
+
+/// `202`: a peer's prefetch has started.
+fn accepted() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = axum::http::StatusCode::ACCEPTED;
+    r
 }
 
 /// The one place every response passes: the node header (a forwarded response keeps the

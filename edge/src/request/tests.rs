@@ -547,7 +547,10 @@ async fn a_range_on_a_body_still_arriving_waits_for_it_and_a_purge_stops_it_bein
     let (origin, st) = trickling(seg);
     let first = tokio::spawn(handle(st.clone(), get("/seg.ts", &[])));
     tokio::time::sleep(Duration::from_millis(25)).await;
-    let ranged = tokio::spawn(handle(st.clone(), get("/seg.ts", &[("range", "bytes=99990-")])));
+    let ranged = tokio::spawn(handle(
+        st.clone(),
+        get("/seg.ts", &[("range", "bytes=99990-")]),
+    ));
     tokio::time::sleep(Duration::from_millis(10)).await;
     // A purge while the body arrives: later requests fetch anew, and the fill is not kept.
     let all = shoal_cache_core::wire::InvalidationTarget::Prefix("/".into());
@@ -599,4 +602,103 @@ async fn a_body_over_the_object_size_is_shared_while_it_arrives_but_never_stored
         assert_eq!(body(t.await.unwrap()).await, seg);
     }
     assert_eq!(origin.fetches.load(Ordering::SeqCst), 4);
+}
+
+/// `/v/seg_1.ts` … `/v/seg_4.ts` on an origin that answers after 50 ms, behind an edge that
+/// prefetches (at most `slots` at once).
+fn prefetching(slots: usize) -> (Arc<MockOrigin>, Arc<EdgeState>) {
+    let origin = Arc::new(MockOrigin {
+        delay: Duration::from_millis(50),
+        ..MockOrigin::default()
+    });
+    for i in 1..=4 {
+        let path: &'static str = Box::leak(format!("/v/seg_{i}.ts").into_boxed_str());
+        origin.put(path, "public, max-age=60", b"segment");
+    }
+    let mut c = config();
+    c.prefetch.enabled = true;
+    c.prefetch.max_concurrent = slots;
+    (origin.clone(), edge(c, origin))
+}
+
+fn cmcd(nor: &str) -> String {
+    shoal_cache_core::cmcd::Cmcd {
+        next: Some(nor.into()),
+        ..Default::default()
+    }
+    .to_query()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_object_a_player_names_in_cmcd_is_prefetched_and_its_request_is_a_hit() {
+    let (origin, st) = prefetching(4);
+    let r = handle(
+        st.clone(),
+        get(&format!("/v/seg_1.ts?{}", cmcd("seg_2.ts")), &[]),
+    )
+    .await;
+    assert_eq!(h(&r, "cache-status"), "shoal; fwd=miss; stored");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(st.metrics.prefetches("fetched"), 1);
+    let r = handle(st.clone(), get("/v/seg_2.ts", &[])).await;
+    assert_eq!(h(&r, "cache-status"), "shoal; hit");
+    assert_eq!(body(r).await, "segment");
+    // The CMCD-Request header works the same way; a cached next object is not fetched.
+    let nor = [("cmcd-request", "nor=\"seg_2.ts\"")];
+    handle(st.clone(), get("/v/seg_3.ts", &nor)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(st.metrics.prefetches("cached"), 1);
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 3);
+    // A prefetch is not a client request: the hit ratio counts only the client's.
+    let stats = st.store.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_is_bounded_and_never_follows_another_host_or_breaks_a_request() {
+    let (origin, st) = prefetching(1);
+    // Two prefetches at once with one slot: the second is skipped, not queued.
+    let a = tokio::spawn(handle(
+        st.clone(),
+        get(&format!("/v/seg_1.ts?{}", cmcd("seg_2.ts")), &[]),
+    ));
+    let b = tokio::spawn(handle(
+        st.clone(),
+        get(&format!("/v/seg_3.ts?{}", cmcd("seg_4.ts")), &[]),
+    ));
+    for t in [a, b] {
+        assert_eq!(t.await.unwrap().status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        (
+            st.metrics.prefetches("fetched"),
+            st.metrics.prefetches("busy")
+        ),
+        (1, 1)
+    );
+    let before = origin.fetches.load(Ordering::SeqCst);
+    for q in [
+        cmcd("https://elsewhere.test/x.ts"),
+        cmcd("../../../../x.ts"),
+        "CMCD=nor%3D%22unterminated".to_string(),
+        "CMCD=%ff".to_string(),
+    ] {
+        let r = handle(st.clone(), get(&format!("/v/seg_1.ts?{q}"), &[])).await;
+        assert_eq!(r.status(), 200, "{q}");
+        assert_eq!(h(&r, "cache-status"), "shoal; hit", "{q}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), before);
+    assert_eq!(st.metrics.prefetches("invalid"), 4);
+    // Off by default.
+    let (origin, _) = prefetching(1);
+    let st = edge(config(), origin.clone());
+    handle(
+        st.clone(),
+        get(&format!("/v/seg_1.ts?{}", cmcd("seg_2.ts")), &[]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 1);
 }

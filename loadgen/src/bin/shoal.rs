@@ -146,6 +146,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Play a cold audience through a region twice, edges without and with CMCD prefetch,
+    /// and compare segment hit ratio, startup and origin fetches.
+    Prefetch {
+        /// Viewers.
+        #[arg(long, default_value_t = 8)]
+        players: usize,
+        /// Milliseconds between two viewers' joins.
+        #[arg(long, default_value_t = 500)]
+        stagger_ms: u64,
+        /// Segments each viewer plays (of 2 s).
+        #[arg(long, default_value_t = 20)]
+        segments: u64,
+        /// One-way delay to the origin, milliseconds.
+        #[arg(long, default_value_t = 25)]
+        delay_ms: u64,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Play every ABR rule over real throughput traces in simulated time and print QoE.
     Abr {
         /// Directory of `time_s<TAB>Mbit/s` traces (one level of subdirectories).
@@ -199,6 +218,7 @@ fn main() -> ExitCode {
             | Command::Cap { .. }
             | Command::Abr { .. }
             | Command::Play { .. }
+            | Command::Prefetch { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // `cap` cuts a region off on purpose: the edges' warnings about it are expected.
@@ -421,6 +441,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let r = shoal_client::player::play(&client, &path, &cfg).await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Command::Prefetch {
+            players,
+            stagger_ms,
+            segments,
+            delay_ms,
+            json,
+        } => {
+            use shoal_loadgen::audience;
+            let cfg = audience::AudienceConfig {
+                players,
+                stagger: std::time::Duration::from_millis(stagger_ms),
+                segments,
+                link_delay: std::time::Duration::from_millis(delay_ms),
+                ..Default::default()
+            };
+            let runs = vec![
+                audience::run(&cfg, false).await?,
+                audience::run(&cfg, true).await?,
+            ];
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", audience::render(&cfg, &runs));
+            }
             Ok(())
         }
         Command::Abr {

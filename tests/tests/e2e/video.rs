@@ -625,3 +625,29 @@ async fn a_flash_crowd_on_a_new_segment_costs_one_origin_fetch_per_region() {
     );
     c.shutdown().await;
 }
+
+/// CMCD prefetch on a cold audience (a smaller `shoal prefetch`): the player names its
+/// next segment in CMCD, the edge serving a segment has the next one's owner fill it, and
+/// the audience's segment hit ratio rises over the same run without prefetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmcd_prefetch_raises_a_cold_audiences_segment_hit_ratio() {
+    use shoal_loadgen::audience::{AudienceConfig, render, run};
+    let cfg = AudienceConfig {
+        players: 3,
+        segments: 12,
+        ..AudienceConfig::default()
+    };
+    let off = run(&cfg, false).await.expect("without prefetch");
+    let on = run(&cfg, true).await.expect("with prefetch");
+    println!("{}", render(&cfg, &[off.clone(), on.clone()]));
+    for r in [&off, &on] {
+        assert_eq!((r.players, r.failed), (3, 0), "{r:?}");
+        assert_eq!(r.segments, 3 * 12, "{r:?}");
+    }
+    assert_eq!(off.prefetched, 0);
+    assert!(on.prefetched > 0, "{on:?}");
+    assert!(
+        on.hit_ratio() > off.hit_ratio(),
+        "prefetch did not raise the hit ratio: {off:?} {on:?}"
+    );
+}
