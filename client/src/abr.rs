@@ -5,9 +5,10 @@
 //!
 //! Rules: [`Rule::Throughput`] (dash.js: `optimal(0.9 × min(fast, slow EWMA))`),
 //! [`Rule::Bba`] (BBA-0, reservoir 5 s, cushion 10 s), [`Rule::Bola`] (steady-state BOLA
-//! with BOLA-O's clamp) and [`Rule::Dynamic`] (dash.js's default: throughput until the
+//! with BOLA-O's clamp), [`Rule::Dynamic`] (dash.js's default: throughput until the
 //! buffer reaches 18 s, BOLA until it falls under 9 s, both capped by the
-//! insufficient-buffer rule).
+//! insufficient-buffer rule) and [`Rule::Mpc`] (RobustMPC: the best plan over 5 chunks at
+//! a harmonic-mean throughput discounted by its recent error).
 
 use std::path::Path;
 
@@ -103,6 +104,8 @@ pub enum Rule {
     Bola,
     /// dash.js's dynamic strategy.
     Dynamic,
+    /// RobustMPC (Yin et al., SIGCOMM 2015), as Pensieve's `test/mpc.py`.
+    Mpc,
 }
 
 impl std::str::FromStr for Rule {
@@ -113,6 +116,7 @@ impl std::str::FromStr for Rule {
             "bba" => Self::Bba,
             "bola" => Self::Bola,
             "dynamic" => Self::Dynamic,
+            "mpc" | "robustmpc" => Self::Mpc,
             o => return Err(AbrError::UnknownRule(o.into())),
         })
     }
@@ -162,8 +166,99 @@ impl Bola {
     }
 }
 
+/// What rules remember between decisions.
+#[derive(Debug, Clone, Default)]
+pub struct RuleState {
+    /// "dynamic" is using BOLA (else throughput).
+    pub bola_on: bool,
+    /// RobustMPC's throughput history.
+    pub mpc: Mpc,
+}
+
+/// RobustMPC's horizon, chunks.
+pub const MPC_HORIZON: usize = 5;
+/// QoE's stall penalty per second (Pensieve's `REBUF_PENALTY`).
+pub const REBUF_PENALTY: f64 = 4.3;
+
+/// RobustMPC's predictor: the harmonic mean of the last 5 throughputs, discounted by the
+/// largest relative error of the last 5 predictions.
+#[derive(Debug, Clone, Default)]
+pub struct Mpc {
+    past: std::collections::VecDeque<f64>,
+    errors: std::collections::VecDeque<f64>,
+    /// The harmonic mean the last decision predicted (its error is measured on the sample).
+    predicted: Option<f64>,
+}
+
+impl Mpc {
+    /// A measured segment throughput, bits/s.
+    pub fn sample(&mut self, bps: f64) {
+        if !(bps.is_finite() && bps > 0.0) {
+            return;
+        }
+        if let Some(p) = self.predicted {
+            push_last(&mut self.errors, (p - bps).abs() / bps);
+        }
+        push_last(&mut self.past, bps);
+    }
+
+    /// The robust throughput to plan with, bits/s; `None` before any sample.
+    pub fn predict(&mut self) -> Option<f64> {
+        if self.past.is_empty() {
+            return None;
+        }
+        let harmonic = self.past.len() as f64 / self.past.iter().map(|b| 1.0 / b).sum::<f64>();
+        self.predicted = Some(harmonic);
+        let max_error = self.errors.iter().copied().fold(0.0, f64::max);
+        Some(harmonic / (1.0 + max_error))
+    }
+
+    /// The first rung of the plan over the next [`MPC_HORIZON`] chunks that maximises
+    /// linear QoE (Mb/s of each chunk − 4.3 × stall s − |Δ Mb/s|) at `bps`, from `buffer`
+    /// seconds and the previous rung `last`. Exhaustive: `rungs^5` plans.
+    pub fn plan(bitrates: &[u64], segment: f64, buffer: f64, last: usize, bps: f64) -> usize {
+        let n = bitrates.len();
+        let mbps = |q: usize| bitrates[q] as f64 / 1e6;
+        let (mut best, mut best_qoe) = (0, f64::NEG_INFINITY);
+        let plans = n.pow(MPC_HORIZON as u32);
+        for mut code in 0..plans {
+            let first = code % n;
+            let (mut buf, mut prev, mut qoe) = (buffer, last, 0.0);
+            for _ in 0..MPC_HORIZON {
+                let q = code % n;
+                code /= n;
+                let download = bitrates[q] as f64 * segment / bps;
+                qoe += mbps(q)
+                    - REBUF_PENALTY * (download - buf).max(0.0)
+                    - (mbps(q) - mbps(prev)).abs();
+                buf = (buf - download).max(0.0) + segment;
+                prev = q;
+            }
+            // Ties go to the lower first rung (the plans are enumerated from it).
+            if qoe > best_qoe {
+                best_qoe = qoe;
+                best = first;
+            }
+        }
+        best
+    }
+}
+
+fn push_last(v: &mut std::collections::VecDeque<f64>, x: f64) {
+    if v.len() == MPC_HORIZON {
+        v.pop_front();
+    }
+    v.push_back(x);
+}
+
 /// Chooses the rung for the next segment (0 for an empty ladder).
-pub fn choose(rule: Rule, bitrates: &[u64], bola: &Bola, bola_on: &mut bool, c: &Context) -> usize {
+pub fn choose(
+    rule: Rule,
+    bitrates: &[u64],
+    bola: &Bola,
+    state: &mut RuleState,
+    c: &Context,
+) -> usize {
     if bitrates.is_empty() {
         return 0;
     }
@@ -185,7 +280,12 @@ pub fn choose(rule: Rule, bitrates: &[u64], bola: &Bola, bola_on: &mut bool, c: 
             }
         }
         Rule::Bola => bola_o(bitrates, bola, c, by_throughput),
+        Rule::Mpc => match state.mpc.predict() {
+            Some(bps) => Mpc::plan(bitrates, c.segment, c.buffer, c.last.unwrap_or(0), bps),
+            None => 0,
+        },
         Rule::Dynamic => {
+            let bola_on = &mut state.bola_on;
             if *bola_on && c.buffer < BUFFER_TIME_DEFAULT / 2.0 {
                 *bola_on = false;
             } else if !*bola_on && c.buffer >= BUFFER_TIME_DEFAULT {
@@ -355,6 +455,23 @@ impl Trace {
         Self::new(points).ok_or_else(|| bad("no points, or times not ascending".into()))
     }
 
+    /// Bytes moved in the `dt` seconds from `t` (payload factor 0.95).
+    pub fn moved(&self, t: f64, dt: f64) -> f64 {
+        let (mut now, end, mut bytes) = (t, t + dt, 0.0);
+        while now < end {
+            let phase = now.rem_euclid(self.period);
+            let i = self
+                .points
+                .partition_point(|p| p.0 <= phase)
+                .saturating_sub(1);
+            let seg_end = self.points.get(i + 1).map_or(self.period, |p| p.0);
+            let span = (seg_end - phase).max(1e-9).min(end - now);
+            bytes += self.points[i].1 * 1e6 / 8.0 * 0.95 * span;
+            now += span;
+        }
+        bytes
+    }
+
     /// Seconds to move `bytes` starting at `t` (payload factor 0.95), or `None` if the
     /// trace never moves a byte.
     pub fn transfer(&self, t: f64, bytes: f64) -> Option<f64> {
@@ -397,6 +514,45 @@ pub struct SimConfig {
     pub max_buffer: f64,
     /// Where in the trace the session starts, s.
     pub start: f64,
+    /// Abandon a segment mid-download for a lower rung (dash.js's AbandonRequestsRule).
+    pub abandon: bool,
+}
+
+/// dash.js's AbandonRequestsRule: checked every [`ABANDON_CHECK_S`] once that long has
+/// passed since the first byte, while the buffer is under [`BUFFER_TIME_DEFAULT`] and not
+/// on the lowest rung. If finishing at the throughput measured so far would take more than
+/// [`ABANDON_FACTOR`] × the segment duration, the download is dropped for
+/// `optimal(measured)`, provided what is left exceeds that rung's whole segment.
+pub const ABANDON_CHECK_S: f64 = 0.5;
+/// See [`ABANDON_CHECK_S`].
+pub const ABANDON_FACTOR: f64 = 1.8;
+
+/// The rung to abandon a download for, if any: `bytes` of rung `q` at `elapsed` s after
+/// the first byte, `moved` bytes so far.
+pub fn abandon_for(
+    bitrates: &[u64],
+    q: usize,
+    segment: f64,
+    buffer: f64,
+    elapsed: f64,
+    moved: f64,
+) -> Option<usize> {
+    if q == 0 || buffer >= BUFFER_TIME_DEFAULT || elapsed < ABANDON_CHECK_S {
+        return None;
+    }
+    let bytes = bitrates[q] as f64 * segment / 8.0;
+    let measured = moved * 8.0 / elapsed;
+    let projected = if measured > 0.0 {
+        bytes * 8.0 / measured
+    } else {
+        f64::INFINITY
+    };
+    if projected <= ABANDON_FACTOR * segment {
+        return None;
+    }
+    let to = optimal(bitrates, measured);
+    let whole = bitrates[to] as f64 * segment / 8.0;
+    (to < q && bytes - moved > whole).then_some(to)
 }
 
 /// The outcome of a simulated session.
@@ -416,7 +572,7 @@ pub fn simulate(trace: &Trace, cfg: &SimConfig) -> Result<SimResult, AbrError> {
         return Err(AbrError::EmptyLadder);
     }
     let bola = Bola::new(&cfg.bitrates);
-    let (mut bola_on, mut est) = (false, Estimator::default());
+    let (mut state, mut est) = (RuleState::default(), Estimator::default());
     let (mut t, mut buffer) = (cfg.start, 0.0f64);
     let (mut played, mut rungs) = (Vec::new(), Vec::new());
     for index in 0..cfg.segments {
@@ -427,12 +583,31 @@ pub fn simulate(trace: &Trace, cfg: &SimConfig) -> Result<SimResult, AbrError> {
             segment: cfg.segment,
             index,
         };
-        let q = choose(cfg.rule, &cfg.bitrates, &bola, &mut bola_on, &ctx);
-        let bits = cfg.bitrates[q] as f64 * cfg.segment;
+        let mut q = choose(cfg.rule, &cfg.bitrates, &bola, &mut state, &ctx);
+        let mut bits = cfg.bitrates[q] as f64 * cfg.segment;
         // A trace that never moves a byte stalls for a day and ends the session.
-        let transfer = trace.transfer(t + cfg.rtt, bits / 8.0).unwrap_or(86_400.0);
-        let download = cfg.rtt + transfer;
+        let mut transfer = trace.transfer(t + cfg.rtt, bits / 8.0).unwrap_or(86_400.0);
+        let mut wasted = 0.0;
+        if cfg.abandon {
+            let mut elapsed = ABANDON_CHECK_S;
+            while elapsed < transfer {
+                let moved = trace.moved(t + cfg.rtt, elapsed);
+                let left = (buffer - cfg.rtt - elapsed).max(0.0);
+                if let Some(to) = abandon_for(&cfg.bitrates, q, cfg.segment, left, elapsed, moved) {
+                    wasted = cfg.rtt + elapsed;
+                    q = to;
+                    bits = cfg.bitrates[q] as f64 * cfg.segment;
+                    transfer = trace
+                        .transfer(t + wasted + cfg.rtt, bits / 8.0)
+                        .unwrap_or(86_400.0);
+                    break;
+                }
+                elapsed += ABANDON_CHECK_S;
+            }
+        }
+        let download = wasted + cfg.rtt + transfer;
         est.sample(bits, transfer);
+        state.mpc.sample(bits / transfer.max(1e-9));
         let stall = (download - buffer).max(0.0);
         buffer = (buffer - download).max(0.0) + cfg.segment;
         t += download;
@@ -517,16 +692,93 @@ mod tests {
             segment: 2.0,
             index: 5,
         };
-        assert_eq!(choose(Rule::Bba, &LADDER, &b, &mut false, &c(3.0)), 0);
-        assert_eq!(choose(Rule::Bba, &LADDER, &b, &mut false, &c(10.0)), 2);
-        assert_eq!(choose(Rule::Bba, &LADDER, &b, &mut false, &c(15.0)), 3);
-        for rule in [Rule::Throughput, Rule::Bba, Rule::Bola, Rule::Dynamic] {
+        assert_eq!(
+            choose(Rule::Bba, &LADDER, &b, &mut RuleState::default(), &c(3.0)),
+            0
+        );
+        assert_eq!(
+            choose(Rule::Bba, &LADDER, &b, &mut RuleState::default(), &c(10.0)),
+            2
+        );
+        assert_eq!(
+            choose(Rule::Bba, &LADDER, &b, &mut RuleState::default(), &c(15.0)),
+            3
+        );
+        for rule in [
+            Rule::Throughput,
+            Rule::Bba,
+            Rule::Bola,
+            Rule::Dynamic,
+            Rule::Mpc,
+        ] {
             assert_eq!(
-                choose(rule, &[], &b, &mut false, &c(10.0)),
+                choose(rule, &[], &b, &mut RuleState::default(), &c(10.0)),
                 0,
                 "no ladder, no panic"
             );
         }
+    }
+
+    #[test]
+    fn robust_mpc_discounts_by_its_worst_recent_error_and_plans_ahead() {
+        let mut m = Mpc::default();
+        assert_eq!(m.predict(), None);
+        m.sample(4e6);
+        assert_eq!(m.predict(), Some(4e6));
+        // Harmonic mean of 4 and 1 Mb/s is 1.6; the last prediction (4) erred by 300%.
+        m.sample(1e6);
+        let p = m.predict().unwrap();
+        assert!((p - 1.6e6 / 4.0).abs() < 1.0, "{p}");
+        // Five samples later only 2 Mb/s counts; five predictions later so does its error.
+        for _ in 0..11 {
+            m.sample(2e6);
+            m.predict();
+        }
+        assert!((m.predict().unwrap() - 2e6).abs() < 1.0);
+        // Plenty of throughput and buffer: the top rung. A thin link from an empty buffer:
+        // the lowest. In between, the plan does not jump three rungs at once for one
+        // chunk's worth of bitrate when the smoothness penalty costs more.
+        assert_eq!(Mpc::plan(&LADDER, 2.0, 20.0, 3, 50e6), 3);
+        assert_eq!(Mpc::plan(&LADDER, 2.0, 0.0, 0, 0.7e6), 0);
+        let mid = Mpc::plan(&LADDER, 2.0, 8.0, 1, 3.2e6);
+        assert!((1..=2).contains(&mid), "{mid}");
+    }
+
+    #[test]
+    fn a_download_that_would_outlast_the_buffer_is_abandoned_for_a_lower_rung() {
+        // 1080p (5.65 Mb/s × 2 s = 1.41 MB) on a link that fell to 1 Mb/s: after 0.5 s,
+        // 62.5 kB moved, projected 11.3 s > 3.6 s: abandon for optimal(1 Mb/s) = 240p.
+        assert_eq!(abandon_for(&LADDER, 3, 2.0, 4.0, 0.5, 62_500.0), Some(0));
+        // Not before 0.5 s, not with a full buffer, not from the lowest rung, not when
+        // the download is on pace.
+        assert_eq!(abandon_for(&LADDER, 3, 2.0, 4.0, 0.4, 50_000.0), None);
+        assert_eq!(abandon_for(&LADDER, 3, 2.0, 20.0, 0.5, 62_500.0), None);
+        assert_eq!(abandon_for(&LADDER, 0, 2.0, 4.0, 0.5, 1_000.0), None);
+        assert_eq!(abandon_for(&LADDER, 3, 2.0, 4.0, 0.5, 500_000.0), None);
+        // Nearly done: what is left is less than the lower rung's whole segment.
+        assert_eq!(abandon_for(&LADDER, 3, 2.0, 4.0, 20.0, 1_400_000.0), None);
+
+        // A link that collapses mid-session: abandonment cuts the stall.
+        let trace = Trace::new(vec![(0.0, 20.0), (30.0, 0.8), (1000.0, 0.8)]).unwrap();
+        let run = |abandon| {
+            let cfg = SimConfig {
+                bitrates: LADDER.to_vec(),
+                segment: 2.0,
+                segments: 40,
+                rule: Rule::Throughput,
+                rtt: 0.08,
+                max_buffer: 8.0,
+                start: 0.0,
+                abandon,
+            };
+            simulate(&trace, &cfg).unwrap().qoe
+        };
+        let (without, with) = (run(false), run(true));
+        assert!(
+            with.rebuffer_s < without.rebuffer_s,
+            "without {without:?}\nwith {with:?}"
+        );
+        assert!((trace.moved(29.0, 2.0) - (20e6 + 0.8e6) / 8.0 * 0.95).abs() < 1.0);
     }
 
     fn flat(mbps: f64) -> Trace {
@@ -544,6 +796,7 @@ mod tests {
                 rtt: 0.08,
                 max_buffer: 60.0,
                 start: 0.0,
+                abandon: false,
             },
         )
         .unwrap()
@@ -551,12 +804,23 @@ mod tests {
 
     #[test]
     fn a_throttled_link_settles_low_and_a_fast_one_climbs_to_the_top() {
-        for rule in [Rule::Throughput, Rule::Bba, Rule::Bola, Rule::Dynamic] {
+        for rule in [
+            Rule::Throughput,
+            Rule::Bba,
+            Rule::Bola,
+            Rule::Dynamic,
+            Rule::Mpc,
+        ] {
             let slow = sim(&flat(1.6), rule);
             let tail = &slow.rungs[40..];
             // BBA-0 oscillates around the link's rate by design (its map is linear in the
-            // buffer); the others hold the highest rung the link sustains.
-            let most = if rule == Rule::Bba { 2 } else { 1 };
+            // buffer), and RobustMPC spends a full buffer on a higher chunk when its 5-chunk
+            // plan can afford it; the others hold the highest rung the link sustains.
+            let most = if matches!(rule, Rule::Bba | Rule::Mpc) {
+                2
+            } else {
+                1
+            };
             assert!(
                 tail.iter().all(|&r| r <= most),
                 "{rule:?} on 1.6 Mb/s: {tail:?}"
@@ -587,6 +851,7 @@ mod tests {
             rtt: 0.0,
             max_buffer: 60.0,
             start: 0.0,
+            abandon: false,
         };
         // Each segment is 1.9 Mbit = 2 s at 0.95 Mb/s of payload: segments 0–4 fill
         // 0–10 s while the buffer holds steady at 2 s; segment 5 waits out the 10 s gap.

@@ -163,7 +163,7 @@ pub async fn play(
     }
     let bitrates: Vec<u64> = rungs.iter().map(|r| r.bitrate).collect();
     let bola = Bola::new(&bitrates);
-    let mut bola_on = false;
+    let mut state = abr::RuleState::default();
     let mut est = Estimator::default();
     let mut report = PlayReport {
         segments: 0,
@@ -202,7 +202,7 @@ pub async fn play(
             segment: segment_s,
             index: report.segments,
         };
-        let q = abr::choose(cfg.rule, &bitrates, &bola, &mut bola_on, &ctx);
+        let q = abr::choose(cfg.rule, &bitrates, &bola, &mut state, &ctx);
         // Find segment `next` in the chosen rendition's playlist, reloading a live one
         // (every half target duration) until it lists it.
         let uri = loop {
@@ -276,6 +276,7 @@ pub async fn play(
         let f = fetch(client, &target).await?;
         let transfer = (f.total.saturating_sub(f.ttfb)).as_secs_f64().max(1e-6) * speed;
         est.sample(f.body.len() as f64 * 8.0, transfer);
+        state.mpc.sample(f.body.len() as f64 * 8.0 / transfer);
         if cfg.verify {
             shoal_cache_core::video::verify_segment(&f.body).map_err(|source| {
                 PlayError::Segment {

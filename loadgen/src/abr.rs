@@ -52,12 +52,14 @@ pub fn trace_files(dir: &Path) -> Result<Vec<PathBuf>, LoadgenError> {
     Ok(out)
 }
 
-/// Plays `segments` 2 s segments of `bitrates` with each rule over each trace in `dir`.
+/// Plays `segments` 2 s segments of `bitrates` with each rule over each trace in `dir`
+/// (with mid-segment abandonment when `abandon`; rules are then named `<rule>+abandon`).
 pub fn evaluate(
     dir: &Path,
     rules: &[Rule],
     bitrates: &[u64],
     segments: u64,
+    abandon: bool,
 ) -> Result<Vec<Session>, LoadgenError> {
     let mut out = Vec::new();
     for path in trace_files(dir)? {
@@ -78,10 +80,12 @@ pub fn evaluate(
                     rtt: 0.08,
                     max_buffer: 60.0,
                     start: 0.0,
+                    abandon,
                 },
             )?;
+            let suffix = if abandon { "+abandon" } else { "" };
             out.push(Session {
-                rule: format!("{rule:?}").to_lowercase(),
+                rule: format!("{rule:?}{suffix}").to_lowercase(),
                 trace: name.clone(),
                 qoe: r.qoe,
             });

@@ -170,11 +170,11 @@ enum Command {
         /// Directory of `time_s<TAB>Mbit/s` traces (one level of subdirectories).
         #[arg(long, default_value = "../shared/abr-traces")]
         traces: PathBuf,
-        /// Rules (throughput, bba, bola, dynamic); comma-separated.
+        /// Rules (throughput, bba, bola, dynamic, mpc); comma-separated.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "throughput,bba,bola,dynamic"
+            default_value = "throughput,bba,bola,dynamic,mpc"
         )]
         rules: Vec<String>,
         /// Rung bitrates in bits/s, ascending; default the origin's synthetic ladder.
@@ -187,6 +187,9 @@ enum Command {
         /// 2 s segments per session.
         #[arg(long, default_value_t = 150)]
         segments: u64,
+        /// Also play every rule with mid-segment abandonment (rows `<rule>+abandon`).
+        #[arg(long)]
+        abandon: bool,
         /// Print every session as JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -474,6 +477,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rules,
             bitrates,
             segments,
+            abandon,
             json,
         } => {
             let rules = rules
@@ -486,7 +490,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if segments == 0 || segments > 100_000 {
                 bail!("--segments must be between 1 and 100000");
             }
-            let sessions = shoal_loadgen::abr::evaluate(&traces, &rules, &bitrates, segments)?;
+            let mut sessions =
+                shoal_loadgen::abr::evaluate(&traces, &rules, &bitrates, segments, false)?;
+            if abandon {
+                sessions.extend(shoal_loadgen::abr::evaluate(
+                    &traces, &rules, &bitrates, segments, true,
+                )?);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
             } else {

@@ -170,9 +170,15 @@ async fn a_live_window_advances_through_the_edges() {
 fn abr_rules_over_the_shared_traces() {
     use shoal_client::abr::Rule;
     let dir = shoal_tests::shared_dir().join("abr-traces");
-    let rules = [Rule::Throughput, Rule::Bba, Rule::Bola, Rule::Dynamic];
+    let rules = [
+        Rule::Throughput,
+        Rule::Bba,
+        Rule::Bola,
+        Rule::Dynamic,
+        Rule::Mpc,
+    ];
     let ladder = [400_000, 800_000, 2_500_000, 5_000_000];
-    let sessions = shoal_loadgen::abr::evaluate(&dir, &rules, &ladder, 150).expect("traces");
+    let sessions = shoal_loadgen::abr::evaluate(&dir, &rules, &ladder, 150, false).expect("traces");
     let traces = shoal_loadgen::abr::trace_files(&dir)
         .expect("trace files")
         .len();
