@@ -455,18 +455,29 @@ impl Trace {
         Self::new(points).ok_or_else(|| bad("no points, or times not ascending".into()))
     }
 
+    /// The trace's length: it wraps after this many seconds.
+    pub fn period(&self) -> f64 {
+        self.period
+    }
+
+    /// At time `now`: the payload rate in bytes/s (factor 0.95), and how long it lasts.
+    fn step(&self, now: f64) -> (f64, f64) {
+        let phase = now.rem_euclid(self.period);
+        let i = self
+            .points
+            .partition_point(|p| p.0 <= phase)
+            .saturating_sub(1);
+        let end = self.points.get(i + 1).map_or(self.period, |p| p.0);
+        (self.points[i].1 * 1e6 / 8.0 * 0.95, (end - phase).max(1e-9))
+    }
+
     /// Bytes moved in the `dt` seconds from `t` (payload factor 0.95).
     pub fn moved(&self, t: f64, dt: f64) -> f64 {
         let (mut now, end, mut bytes) = (t, t + dt, 0.0);
         while now < end {
-            let phase = now.rem_euclid(self.period);
-            let i = self
-                .points
-                .partition_point(|p| p.0 <= phase)
-                .saturating_sub(1);
-            let seg_end = self.points.get(i + 1).map_or(self.period, |p| p.0);
-            let span = (seg_end - phase).max(1e-9).min(end - now);
-            bytes += self.points[i].1 * 1e6 / 8.0 * 0.95 * span;
+            let (rate, span) = self.step(now);
+            let span = span.min(end - now);
+            bytes += rate * span;
             now += span;
         }
         bytes
@@ -480,14 +491,7 @@ impl Trace {
         }
         let (mut now, mut left) = (t, bytes);
         loop {
-            let phase = now.rem_euclid(self.period);
-            let i = self
-                .points
-                .partition_point(|p| p.0 <= phase)
-                .saturating_sub(1);
-            let end = self.points.get(i + 1).map_or(self.period, |p| p.0);
-            let rate = self.points[i].1 * 1e6 / 8.0 * 0.95;
-            let span = (end - phase).max(1e-9);
+            let (rate, span) = self.step(now);
             if rate * span >= left {
                 return Some(now + left / rate - t);
             }

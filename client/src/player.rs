@@ -28,6 +28,9 @@ pub struct PlayConfig {
     pub max_buffer: f64,
     /// Check every segment's synthetic header and checksum.
     pub verify: bool,
+    /// Shape the download rate by a throughput trace (Pensieve's convention), on top of
+    /// whatever the real network does.
+    pub network: Option<Shaping>,
     /// Send CTA-5004 CMCD with each segment request (query parameter `CMCD`), naming the
     /// next segment (`nor`) so an edge can prefetch it.
     pub cmcd: bool,
@@ -42,8 +45,22 @@ impl Default for PlayConfig {
             max_buffer: 30.0,
             verify: true,
             cmcd: true,
+            network: None,
         }
     }
+}
+
+/// A trace-shaped network for the player: each segment takes at least as long (in media
+/// time) as `rtt` plus moving its bytes over `trace` from the session's current point, which
+/// starts `start` seconds into the trace (pick it at random, seeded, as Pensieve does).
+#[derive(Debug, Clone)]
+pub struct Shaping {
+    /// Throughput over time (wraps at its end).
+    pub trace: abr::Trace,
+    /// Seconds per request (Pensieve: 0.08).
+    pub rtt: f64,
+    /// Where in the trace the session starts, seconds.
+    pub start: f64,
 }
 
 /// What a session did.
@@ -273,8 +290,24 @@ pub async fn play(
         } else {
             path.clone()
         };
+        let asked = Instant::now();
         let f = fetch(client, &target).await?;
-        let transfer = (f.total.saturating_sub(f.ttfb)).as_secs_f64().max(1e-6) * speed;
+        let mut transfer = (f.total.saturating_sub(f.ttfb)).as_secs_f64().max(1e-6) * speed;
+        if let Some(net) = &cfg.network {
+            // Media time of the request on the trace's clock; the segment may not arrive
+            // sooner than the trace allows (a trace that never moves a byte ends the session).
+            let at = net.start + asked.duration_since(started).as_secs_f64() * speed;
+            let moved = net
+                .trace
+                .transfer(at + net.rtt, f.body.len() as f64)
+                .ok_or_else(|| PlayError::Config("the network trace never moves a byte".into()))?;
+            let took = asked.elapsed().as_secs_f64() * speed;
+            let due = net.rtt + moved;
+            if due > took {
+                tokio::time::sleep(Duration::from_secs_f64((due - took) / speed)).await;
+            }
+            transfer = transfer.max(moved);
+        }
         est.sample(f.body.len() as f64 * 8.0, transfer);
         state.mpc.sample(f.body.len() as f64 * 8.0 / transfer);
         if cfg.verify {

@@ -83,6 +83,13 @@ enum Command {
         /// Do not check segments' synthetic header and checksum (for real media).
         #[arg(long)]
         no_verify: bool,
+        /// Shape downloads by this throughput trace (`time_s<TAB>Mbit/s`, as in
+        /// ../shared/abr-traces), 80 ms per request, from a seeded random point in it.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Seed for the trace's starting point.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// The master playlist's URL.
         url: String,
     },
@@ -432,14 +439,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             segments,
             speed,
             no_verify,
+            trace,
+            seed,
             url,
         } => {
             let (client, path) = region_client(&edges, config.as_deref(), &url).await?;
+            let network = match trace {
+                Some(file) => {
+                    let trace = shoal_client::abr::Trace::read(&file)?;
+                    let start = fastrand::Rng::with_seed(seed).f64() * trace.period();
+                    Some(shoal_client::player::Shaping {
+                        trace,
+                        rtt: 0.08,
+                        start,
+                    })
+                }
+                None => None,
+            };
             let cfg = shoal_client::player::PlayConfig {
                 rule: rule.parse()?,
                 segments,
                 speed,
                 verify: !no_verify,
+                network,
                 ..Default::default()
             };
             let r = shoal_client::player::play(&client, &path, &cfg).await?;
