@@ -531,6 +531,31 @@ pub const ABANDON_CHECK_S: f64 = 0.5;
 /// See [`ABANDON_CHECK_S`].
 pub const ABANDON_FACTOR: f64 = 1.8;
 
+/// Where a download of rung `q` whose first byte comes at trace time `t` and that would
+/// take `transfer` seconds is abandoned, checking every [`ABANDON_CHECK_S`]: the seconds
+/// after the first byte and the rung to switch to. `buffer`: seconds buffered at the first
+/// byte.
+pub fn abandon_point(
+    trace: &Trace,
+    t: f64,
+    transfer: f64,
+    bitrates: &[u64],
+    q: usize,
+    segment: f64,
+    buffer: f64,
+) -> Option<(f64, usize)> {
+    let mut elapsed = ABANDON_CHECK_S;
+    while elapsed < transfer {
+        let moved = trace.moved(t, elapsed);
+        let left = (buffer - elapsed).max(0.0);
+        if let Some(to) = abandon_for(bitrates, q, segment, left, elapsed, moved) {
+            return Some((elapsed, to));
+        }
+        elapsed += ABANDON_CHECK_S;
+    }
+    None
+}
+
 /// The rung to abandon a download for, if any: `bytes` of rung `q` at `elapsed` s after
 /// the first byte, `moved` bytes so far.
 pub fn abandon_for(
@@ -592,22 +617,25 @@ pub fn simulate(trace: &Trace, cfg: &SimConfig) -> Result<SimResult, AbrError> {
         // A trace that never moves a byte stalls for a day and ends the session.
         let mut transfer = trace.transfer(t + cfg.rtt, bits / 8.0).unwrap_or(86_400.0);
         let mut wasted = 0.0;
-        if cfg.abandon {
-            let mut elapsed = ABANDON_CHECK_S;
-            while elapsed < transfer {
-                let moved = trace.moved(t + cfg.rtt, elapsed);
-                let left = (buffer - cfg.rtt - elapsed).max(0.0);
-                if let Some(to) = abandon_for(&cfg.bitrates, q, cfg.segment, left, elapsed, moved) {
-                    wasted = cfg.rtt + elapsed;
-                    q = to;
-                    bits = cfg.bitrates[q] as f64 * cfg.segment;
-                    transfer = trace
-                        .transfer(t + wasted + cfg.rtt, bits / 8.0)
-                        .unwrap_or(86_400.0);
-                    break;
-                }
-                elapsed += ABANDON_CHECK_S;
-            }
+        let abandoned = cfg.abandon.then(|| {
+            let left = buffer - cfg.rtt;
+            abandon_point(
+                trace,
+                t + cfg.rtt,
+                transfer,
+                &cfg.bitrates,
+                q,
+                cfg.segment,
+                left,
+            )
+        });
+        if let Some((elapsed, to)) = abandoned.flatten() {
+            wasted = cfg.rtt + elapsed;
+            q = to;
+            bits = cfg.bitrates[q] as f64 * cfg.segment;
+            transfer = trace
+                .transfer(t + wasted + cfg.rtt, bits / 8.0)
+                .unwrap_or(86_400.0);
         }
         let download = wasted + cfg.rtt + transfer;
         est.sample(bits, transfer);

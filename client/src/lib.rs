@@ -51,7 +51,30 @@ pub enum ClientError {
         /// The last failure.
         last: String,
     },
+    /// The caller's watcher dropped the download part-way (ABR abandonment).
+    #[error("abandoned after {received} body bytes")]
+    Abandoned {
+        /// Body bytes received before it was dropped.
+        received: u64,
+    },
 }
+
+/// How far a download has come, for a [`Watcher`].
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Body bytes received.
+    pub received: u64,
+    /// `Content-Length`, if announced.
+    pub length: Option<u64>,
+    /// Time since the response head arrived.
+    pub since_first_byte: Duration,
+}
+
+/// Looks at a download every [`WATCH_EVERY`] and after each chunk; `false` drops it.
+pub type Watcher<'a> = &'a mut (dyn FnMut(Progress) -> bool + Send);
+
+/// How often a [`Watcher`] is consulted while no chunk arrives.
+pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// One answered request.
 #[derive(Debug, Clone)]
@@ -146,6 +169,18 @@ impl RegionClient {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Fetched, ClientError> {
+        self.get_watched(path_and_query, headers, &mut |_| true)
+            .await
+    }
+
+    /// GETs, showing the download's progress to `watch`, which may drop it
+    /// ([`ClientError::Abandoned`]; an abandoned download is not retried elsewhere).
+    pub async fn get_watched(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        watch: Watcher<'_>,
+    ) -> Result<Fetched, ClientError> {
         let key = self
             .map
             .key(&self.host, path_and_query)
@@ -155,12 +190,16 @@ impl RegionClient {
             let Some((_, addr)) = self.edges.iter().find(|(id, _)| id == node) else {
                 continue;
             };
-            match self.get_from(*addr, path_and_query, headers).await {
+            match self
+                .fetch(*addr, path_and_query, headers, &mut *watch)
+                .await
+            {
                 Ok(mut f) => {
                     f.edge = node.to_string();
                     f.failovers = failovers;
                     return Ok(f);
                 }
+                Err(e @ ClientError::Abandoned { .. }) => return Err(e),
                 Err(e) => last = format!("{node} ({e})"),
             }
         }
@@ -177,6 +216,17 @@ impl RegionClient {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Fetched, ClientError> {
+        self.fetch(addr, path_and_query, headers, &mut |_| true)
+            .await
+    }
+
+    async fn fetch(
+        &self,
+        addr: SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        watch: Watcher<'_>,
+    ) -> Result<Fetched, ClientError> {
         let fail = |reason: String| ClientError::Request {
             edge: addr.to_string(),
             reason,
@@ -189,16 +239,46 @@ impl RegionClient {
         }
         let req = b.body(Empty::new()).map_err(|e| fail(e.to_string()))?;
         let fut = async {
-            let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
             let ttfb = start.elapsed();
-            let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Ok::<_, String>((parts, body, ttfb))
+            let (parts, mut body) = resp.into_parts();
+            let length = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                let progress = Progress {
+                    received: buf.len() as u64,
+                    length,
+                    since_first_byte: start.elapsed().saturating_sub(ttfb),
+                };
+                if !watch(progress) {
+                    return Err(ClientError::Abandoned {
+                        received: progress.received,
+                    });
+                }
+                match tokio::time::timeout(WATCH_EVERY, body.frame()).await {
+                    Err(_) => continue,
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(fail(e.to_string())),
+                    Ok(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            buf.extend_from_slice(data);
+                        }
+                    }
+                }
+            }
+            Ok::<_, ClientError>((parts, buf.freeze(), ttfb))
         };
         let (parts, body, ttfb) = tokio::time::timeout(self.timeout, fut)
             .await
-            .map_err(|_| fail(format!("timed out after {:?}", self.timeout)))?
-            .map_err(fail)?;
+            .map_err(|_| fail(format!("timed out after {:?}", self.timeout)))??;
         let h = |n: &str| {
             parts
                 .headers

@@ -31,6 +31,9 @@ pub struct PlayConfig {
     /// Shape the download rate by a throughput trace (Pensieve's convention), on top of
     /// whatever the real network does.
     pub network: Option<Shaping>,
+    /// Abandon a segment download part-way for a lower rung when finishing it would take
+    /// more than 1.8 segment durations with under 18 s buffered (dash.js's default rule).
+    pub abandon: bool,
     /// Send CTA-5004 CMCD with each segment request (query parameter `CMCD`), naming the
     /// next segment (`nor`) so an edge can prefetch it.
     pub cmcd: bool,
@@ -45,6 +48,7 @@ impl Default for PlayConfig {
             max_buffer: 30.0,
             verify: true,
             cmcd: true,
+            abandon: true,
             network: None,
         }
     }
@@ -82,6 +86,8 @@ pub struct PlayReport {
     pub renditions: Vec<String>,
     /// Media playlist fetches (live reloads included).
     pub playlist_fetches: u64,
+    /// Segment downloads abandoned part-way for a lower rung.
+    pub abandoned: u64,
     /// QoE of the session.
     pub qoe: Qoe,
 }
@@ -191,6 +197,7 @@ pub async fn play(
         init_fetches: 0,
         renditions: Vec::new(),
         playlist_fetches: 0,
+        abandoned: 0,
         qoe: abr::qoe(&[], 0),
     };
     // Every rendition's playlist numbers the same segments; the first one decides where
@@ -211,6 +218,7 @@ pub async fn play(
     let mut played: Vec<Played> = Vec::new();
     let mut last_rung: Option<usize> = None;
     let mut current_init: Option<String> = None;
+    let mut forced: Option<usize> = None;
     while report.segments < cfg.segments {
         let ctx = Context {
             buffer: playback.buffer,
@@ -219,7 +227,11 @@ pub async fn play(
             segment: segment_s,
             index: report.segments,
         };
-        let q = abr::choose(cfg.rule, &bitrates, &bola, &mut state, &ctx);
+        // A download abandoned for a lower rung is retried at that rung.
+        let q = match forced.take() {
+            Some(q) => q,
+            None => abr::choose(cfg.rule, &bitrates, &bola, &mut state, &ctx),
+        };
         // Find segment `next` in the chosen rendition's playlist, reloading a live one
         // (every half target duration) until it lists it.
         let uri = loop {
@@ -291,7 +303,35 @@ pub async fn play(
             path.clone()
         };
         let asked = Instant::now();
-        let f = fetch(client, &target).await?;
+        // Buffer left at the first byte decides abandonment (dash.js's AbandonRequestsRule).
+        let buffered = playback.buffer;
+        let mut switch_to = None;
+        let fetched = if cfg.abandon && cfg.network.is_none() {
+            let mut watch = |p: crate::Progress| {
+                let elapsed = p.since_first_byte.as_secs_f64() * speed;
+                let left = buffered - asked.elapsed().as_secs_f64() * speed;
+                switch_to = abr::abandon_for(
+                    &bitrates,
+                    q,
+                    segment_s,
+                    left.max(0.0),
+                    elapsed,
+                    p.received as f64,
+                );
+                switch_to.is_none()
+            };
+            client.get_watched(&target, &[], &mut watch).await
+        } else {
+            client.get(&target).await
+        };
+        let f = match (fetched, switch_to) {
+            (Err(ClientError::Abandoned { .. }), Some(to)) => {
+                report.abandoned += 1;
+                forced = Some(to);
+                continue;
+            }
+            (r, _) => checked(&target, r?)?,
+        };
         let mut transfer = (f.total.saturating_sub(f.ttfb)).as_secs_f64().max(1e-6) * speed;
         if let Some(net) = &cfg.network {
             // Media time of the request on the trace's clock; the segment may not arrive
@@ -302,9 +342,30 @@ pub async fn play(
                 .transfer(at + net.rtt, f.body.len() as f64)
                 .ok_or_else(|| PlayError::Config("the network trace never moves a byte".into()))?;
             let took = asked.elapsed().as_secs_f64() * speed;
-            let due = net.rtt + moved;
+            // On the trace, the download may be dropped part-way for a lower rung.
+            let dropped = cfg.abandon.then(|| {
+                let left = buffered - net.rtt;
+                abr::abandon_point(
+                    &net.trace,
+                    at + net.rtt,
+                    moved,
+                    &bitrates,
+                    q,
+                    segment_s,
+                    left,
+                )
+            });
+            let (due, abandoned) = match dropped.flatten() {
+                Some((elapsed, to)) => (net.rtt + elapsed, Some(to)),
+                None => (net.rtt + moved, None),
+            };
             if due > took {
                 tokio::time::sleep(Duration::from_secs_f64((due - took) / speed)).await;
+            }
+            if let Some(to) = abandoned {
+                report.abandoned += 1;
+                forced = Some(to);
+                continue;
             }
             transfer = transfer.max(moved);
         }
@@ -387,7 +448,11 @@ impl Playback {
 }
 
 async fn fetch(client: &RegionClient, path: &str) -> Result<crate::Fetched, PlayError> {
-    let f = client.get(path).await?;
+    checked(path, client.get(path).await?)
+}
+
+/// A fetched object, or the error its status names.
+fn checked(path: &str, f: crate::Fetched) -> Result<crate::Fetched, PlayError> {
     if !f.status.is_success() {
         return Err(PlayError::Status {
             path: path.into(),

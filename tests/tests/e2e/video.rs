@@ -675,7 +675,8 @@ async fn cmcd_prefetch_raises_a_cold_audiences_segment_hit_ratio() {
 /// The player over real sockets with its downloads shaped by a trace (80 ms per request,
 /// Pensieve's convention): on a flat 1.6 Mb/s link it settles at or below 360p (800 kb/s),
 /// the highest rung the link sustains, without stalling once started; on a flat 50 Mb/s
-/// link it climbs to 1080p. Every segment checks out either way.
+/// link it climbs to 1080p; when the link collapses under a 1080p download, abandoning it
+/// for a lower rung stalls less than finishing it. Every segment checks out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_settles_low_on_a_throttled_link_and_climbs_on_a_fast_one() {
     use shoal_client::abr::Trace;
@@ -719,6 +720,39 @@ async fn the_player_settles_low_on_a_throttled_link_and_climbs_on_a_fast_one() {
     println!(
         "shaped player: 1.6 Mb/s → {:?}; 50 Mb/s → {:?}",
         slow.renditions, fast.renditions
+    );
+    // The link collapses from 20 to 0.8 Mb/s after 20 s with a 1080p download under way and
+    // 8 s buffered: abandoning it for 240p costs far less stall than finishing it.
+    let collapse = |abandon| PlayConfig {
+        segments: 16,
+        speed: 20.0,
+        max_buffer: 8.0,
+        abandon,
+        network: Some(Shaping {
+            trace: Trace::new(vec![(0.0, 20.0), (20.0, 0.8), (1000.0, 0.8)]).expect("trace"),
+            rtt: 0.08,
+            start: 0.0,
+        }),
+        ..Default::default()
+    };
+    let kept = play(&client, "/video/long/master.m3u8", &collapse(false))
+        .await
+        .expect("plays without abandonment");
+    let dropped = play(&client, "/video/long/master.m3u8", &collapse(true))
+        .await
+        .expect("plays with abandonment");
+    println!(
+        "link collapse: without abandonment {:.1} s of stall, with {:.1} s ({} abandoned)",
+        kept.qoe.rebuffer_s, dropped.qoe.rebuffer_s, dropped.abandoned
+    );
+    assert_eq!(kept.abandoned, 0);
+    assert!(dropped.abandoned >= 1, "{dropped:?}");
+    assert_eq!(dropped.verified, 16);
+    assert!(
+        dropped.qoe.rebuffer_s < kept.qoe.rebuffer_s,
+        "{:?}\n{:?}",
+        kept.qoe,
+        dropped.qoe
     );
     c.shutdown().await;
 }
