@@ -28,6 +28,8 @@ pub const VOD_PLAYLIST_CACHE_CONTROL: &str = "public, max-age=86400";
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Media type of segments.
 pub const SEGMENT_TYPE: &str = "video/mp2t";
+/// Media type of a DASH MPD.
+pub const MPD_TYPE: &str = "application/dash+xml";
 const MAGIC: &str = "SHOAL-SEGMENT";
 /// The smallest segment (it must hold its header line).
 const MIN_SEGMENT: u64 = 256;
@@ -136,6 +138,8 @@ impl LadderConfig {
 pub enum Resource {
     /// `master.m3u8`.
     Master,
+    /// `manifest.mpd`: the same ladder as a DASH MPD (SegmentTemplate, MPEG-2 TS).
+    Mpd,
     /// `<rendition>/index.m3u8`: the rendition's index.
     Media(usize),
     /// `<rendition>/seg_<n>.ts`: rendition and segment index.
@@ -239,6 +243,9 @@ impl Ladder {
         if rest == "master.m3u8" {
             return Some(Resource::Master);
         }
+        if rest == "manifest.mpd" {
+            return Some(Resource::Mpd);
+        }
         let (rendition, file) = rest.split_once('/')?;
         let r = self
             .cfg
@@ -295,6 +302,12 @@ impl Ladder {
                 body: Bytes::from(self.master()),
                 content_type: PLAYLIST_TYPE,
                 cache_control: VOD_PLAYLIST_CACHE_CONTROL.into(),
+                version: 1,
+            }),
+            Resource::Mpd => Some(Generated {
+                body: Bytes::from(self.mpd(elapsed)),
+                content_type: MPD_TYPE,
+                cache_control: self.media_cache_control(),
                 version: 1,
             }),
             Resource::Media(r) => {
@@ -354,6 +367,54 @@ impl Ladder {
         out
     }
 
+    /// The ladder as a DASH MPD (ISO/IEC 23009-1, MPEG-2 TS simple profile): one adaptation
+    /// set, one representation per rendition, a `SegmentTemplate` naming the same segment
+    /// files the HLS playlists list. VOD is `static`. Live is `dynamic`: segment `n` is
+    /// available `n − window + 1` segment durations after 1970-01-01T00:00:00Z (the stream's
+    /// zero, as for HLS), so `startNumber` is the window and the time-shift buffer one
+    /// window deep; `publishTime` is `elapsed` after the zero.
+    pub fn mpd(&self, elapsed: Duration) -> String {
+        let seg_ms = self.cfg.segment.get().as_millis();
+        let secs = |ms: u128| format!("PT{}.{:03}S", ms / 1000, ms % 1000);
+        let mut out = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:mp2t-simple:2011\"",
+        );
+        let start = if self.cfg.live {
+            let window = u128::from(self.cfg.window) * seg_ms;
+            let _ = write!(
+                out,
+                " type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\"{}\" minimumUpdatePeriod=\"{}\" timeShiftBufferDepth=\"{}\" suggestedPresentationDelay=\"{}\"",
+                iso8601(elapsed),
+                secs(seg_ms),
+                secs(window),
+                secs(3 * seg_ms),
+            );
+            self.cfg.window
+        } else {
+            let total = u128::from(self.vod_segments()) * seg_ms;
+            let _ = write!(
+                out,
+                " type=\"static\" mediaPresentationDuration=\"{}\"",
+                secs(total)
+            );
+            0
+        };
+        let _ = write!(
+            out,
+            " minBufferTime=\"{}\">\n  <Period id=\"0\" start=\"PT0S\">\n    <AdaptationSet contentType=\"video\" mimeType=\"{SEGMENT_TYPE}\" segmentAlignment=\"true\" startWithSAP=\"1\">\n      <SegmentTemplate media=\"$RepresentationID$/seg_$Number%05d$.ts\" startNumber=\"{start}\" duration=\"{seg_ms}\" timescale=\"1000\"/>\n",
+            secs(seg_ms)
+        );
+        for r in &self.cfg.renditions {
+            let _ = writeln!(
+                out,
+                "      <Representation id=\"{}\" bandwidth=\"{}\" width=\"{}\" height=\"{}\"/>",
+                r.name, r.bandwidth, r.width, r.height
+            );
+        }
+        out.push_str("    </AdaptationSet>\n  </Period>\n</MPD>\n");
+        out
+    }
+
     /// Rendition `r`'s media playlist and its media sequence number.
     pub fn media(&self, r: usize, elapsed: Duration) -> Option<(String, u64)> {
         self.cfg.renditions.get(r)?;
@@ -401,6 +462,28 @@ impl Ladder {
         body.extend_from_slice(&payload);
         Some(Bytes::from(body))
     }
+}
+
+/// `elapsed` after 1970-01-01T00:00:00Z as an ISO 8601 UTC date-time (whole seconds).
+fn iso8601(elapsed: Duration) -> String {
+    let secs = elapsed.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (H. Hinnant's algorithm), for dates from 1970 on.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// `seg_00042.ts`.
@@ -588,6 +671,75 @@ mod tests {
             "not produced yet"
         );
         assert_eq!(l.media_cache_control(), "public, max-age=1");
+    }
+
+    #[test]
+    fn the_mpd_describes_the_same_segments_as_the_hls_playlists() {
+        let attr = |doc: &roxmltree::Document<'_>, tag: &str, name: &str| {
+            doc.descendants()
+                .find(|n| n.has_tag_name(tag))
+                .and_then(|n| n.attribute(name))
+                .map(str::to_string)
+                .unwrap_or_else(|| panic!("<{tag} {name}>"))
+        };
+        let vod = ladder(false);
+        let text = vod.mpd(Duration::ZERO);
+        let doc = roxmltree::Document::parse(&text).expect("well-formed XML");
+        assert_eq!(attr(&doc, "MPD", "type"), "static");
+        assert_eq!(
+            attr(&doc, "MPD", "mediaPresentationDuration"),
+            format!("PT{}.000S", 2 * vod.vod_segments())
+        );
+        let reps: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("Representation"))
+            .map(|n| {
+                (
+                    n.attribute("id").unwrap_or_default(),
+                    n.attribute("bandwidth"),
+                )
+            })
+            .collect();
+        assert_eq!(reps.len(), 4);
+        assert_eq!(reps[1], ("360p", Some("800000")));
+        // The template names files the ladder resolves, for every segment of the playlists.
+        let media = attr(&doc, "SegmentTemplate", "media");
+        let name = media
+            .replace("$RepresentationID$", "720p")
+            .replace("$Number%05d$", "00003");
+        assert_eq!(
+            vod.resolve(&format!("{}{name}", vod.root())),
+            Some(Resource::Segment(2, 3))
+        );
+        assert_eq!(
+            vod.resolve(&format!("{}manifest.mpd", vod.root())),
+            Some(Resource::Mpd)
+        );
+
+        // Live: the newest segment available by the MPD's clock is the HLS window's last.
+        let live = ladder(true);
+        let at = Duration::from_millis(4100);
+        let doc_text = live.mpd(at);
+        let doc = roxmltree::Document::parse(&doc_text).expect("well-formed XML");
+        assert_eq!(attr(&doc, "MPD", "type"), "dynamic");
+        assert_eq!(attr(&doc, "MPD", "publishTime"), "1970-01-01T00:00:04Z");
+        assert_eq!(attr(&doc, "MPD", "timeShiftBufferDepth"), "PT12.000S");
+        let start: u64 = attr(&doc, "SegmentTemplate", "startNumber")
+            .parse()
+            .unwrap();
+        let newest = start + at.as_secs() / 2 - 1;
+        let (hls, first) = live.media(0, at).unwrap();
+        assert_eq!(newest, first + 6 - 1);
+        assert!(hls.contains(&segment_name(newest)) && live.exists(newest, at));
+        assert!(!live.exists(newest + 1, at));
+        assert_eq!(
+            iso8601(Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            iso8601(Duration::from_secs(1_796_488_563)),
+            "2026-12-05T16:36:03Z"
+        );
     }
 
     #[test]

@@ -64,6 +64,17 @@ async fn a_vod_ladder_plays_through_a_region_and_every_segment_checks_out() {
     );
     let master = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("master parses");
     assert_eq!(master.variants.len(), 4);
+    // The same ladder as a DASH MPD, cached like a VOD playlist.
+    let (mpd, f) = text(&client, "/video/vod/manifest.mpd").await;
+    assert_eq!(
+        f.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/dash+xml")
+    );
+    assert!(cache_control(&f).contains("max-age=86400"));
+    assert!(
+        mpd.contains("type=\"static\"") && mpd.contains("mediaPresentationDuration=\"PT10.000S\"")
+    );
+    assert_eq!(mpd.matches("<Representation ").count(), 4);
     let mut segments = 0;
     for v in &master.variants {
         let media_path = format!("/video/vod/{}", v.uri);
