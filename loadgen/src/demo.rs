@@ -34,8 +34,49 @@ pub struct DemoConfig {
     pub players: usize,
     /// Media seconds per wall second for the viewers.
     pub video_speed: f64,
+    /// The object-traffic spike through every region, alongside the viewers (`None`: off).
+    pub spike: Option<SpikeConfig>,
+    /// Where the spike's HTML and JSON reports are written.
+    pub report_dir: std::path::PathBuf,
     /// Cluster shape.
     pub cluster: ClusterSpec,
+}
+
+/// The demo's spike: Zipf requests over `objects` stored objects under `/spike/`, at `rate`
+/// for one phase, `factor × rate` for the next, `rate` again; halfway through the spike
+/// every `/spike/` object is purged (the hit ratio dips, then recovers).
+#[derive(Debug, Clone)]
+pub struct SpikeConfig {
+    /// Baseline requests per second, per region.
+    pub rate: f64,
+    /// Spike factor.
+    pub factor: f64,
+    /// Length of each of the three phases.
+    pub phase: Duration,
+    /// Objects (4 KiB each).
+    pub objects: u64,
+}
+
+impl Default for SpikeConfig {
+    fn default() -> Self {
+        Self {
+            rate: 100.0,
+            factor: 10.0,
+            phase: Duration::from_secs(5),
+            objects: 500,
+        }
+    }
+}
+
+/// One region's spike.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpikeReport {
+    /// Region name.
+    pub region: String,
+    /// The run's measurements.
+    pub results: crate::load::Results,
+    /// The HTML report.
+    pub html: String,
 }
 
 impl Default for DemoConfig {
@@ -46,6 +87,8 @@ impl Default for DemoConfig {
             purges: 1000,
             players: 8,
             video_speed: 30.0,
+            spike: Some(SpikeConfig::default()),
+            report_dir: std::path::PathBuf::from("target/shoal-demo"),
             cluster: ClusterSpec::default(),
         }
     }
@@ -95,6 +138,8 @@ pub struct DemoReport {
     pub purge: PurgeReport,
     /// Video viewers, per region.
     pub video: Vec<VideoReport>,
+    /// The spike, per region.
+    pub spike: Vec<SpikeReport>,
 }
 
 /// One region's viewers.
@@ -420,6 +465,11 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         r.origin_fetches = fetched(ri) - before[ri];
         video.push(r);
     }
+    // After the viewers, so that each workload's origin fetches are its own.
+    let spike = match &config.spike {
+        Some(sc) => spike_pass(&cluster, sc, &admin, &config.report_dir).await?,
+        None => Vec::new(),
+    };
     cluster.shutdown().await;
     Ok(DemoReport {
         objects: paths.len(),
@@ -428,7 +478,85 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         seconds,
         purge: purge?,
         video,
+        spike,
     })
+}
+
+/// The spike through every region at once, with a purge of its objects halfway through the
+/// spike phase; writes one HTML and one JSON report per region.
+async fn spike_pass(
+    cluster: &Cluster,
+    sc: &SpikeConfig,
+    admin: &shoal_client::AdminClient,
+    dir: &std::path::Path,
+) -> Result<Vec<SpikeReport>, LoadgenError> {
+    use crate::load::{Keys, Options, Plan, Target, report, run};
+    let io = |e: std::io::Error| LoadgenError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    let body = Bytes::from(vec![b's'; 4096]);
+    for i in 0..sc.objects {
+        cluster
+            .store()
+            .put(&format!("/spike/{i}"), body.clone(), None)?;
+    }
+    let keys = Keys::Zipf {
+        prefix: "/spike/".into(),
+        objects: sc.objects,
+        alpha: 0.9,
+    };
+    let plan = Plan::spike(sc.rate, sc.factor, [sc.phase; 3], keys);
+    let mut runs = tokio::task::JoinSet::new();
+    for (ri, region) in cluster.regions.iter().enumerate() {
+        let target = Target::Region(cluster.client(ri)?.with_timeout(plan.timeout.get()));
+        let opts = Options {
+            metrics: region
+                .edges
+                .iter()
+                .flatten()
+                .map(|e| e.admin_addr)
+                .collect(),
+            // One status line for the whole demo is enough: region 0's.
+            progress: ri == 0,
+            seed: ri as u64 + 1,
+        };
+        let (plan, name) = (plan.clone(), region.name.clone());
+        runs.spawn(async move { (ri, name, run::run(&plan, &target, &opts).await) });
+    }
+    // Halfway through the spike phase: purge every spike object in every region.
+    tokio::time::sleep(sc.phase + sc.phase / 2).await;
+    let purge = shoal_client::admin::Purge {
+        keys: Vec::new(),
+        prefix: Some("/spike/".into()),
+        tag: None,
+        soft: false,
+        wait: true,
+    };
+    if let Err(e) = admin.purge(&purge).await {
+        tracing::warn!("the spike's purge failed: {e}");
+    }
+    let mut out = Vec::new();
+    while let Some(done) = runs.join_next().await {
+        let (ri, region, r) = done.map_err(|e| LoadgenError::Task(e.to_string()))?;
+        let results = r?;
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let html = dir.join(format!("spike-{region}.html"));
+        let title = format!("Shoal demo: 10× spike through region {region}");
+        std::fs::write(&html, report::html(&title, &results)).map_err(io)?;
+        let json = serde_json::to_string_pretty(&results).unwrap_or_default();
+        std::fs::write(dir.join(format!("spike-{region}.json")), json).map_err(io)?;
+        out.push((
+            ri,
+            SpikeReport {
+                region,
+                results,
+                html: html.display().to_string(),
+            },
+        ));
+    }
+    out.sort_by_key(|(ri, _)| *ri);
+    Ok(out.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Successful origin fetches made by region `ri`'s running edges so far.
@@ -496,6 +624,37 @@ pub fn render(r: &DemoReport) -> String {
         "\n{} purges, one at a time, each answered once all {} edges applied it: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} not everywhere in time).",
         p.purges, p.edges, p.p50_ms, p.p99_ms, p.max_ms, p.incomplete
     );
+    if !r.spike.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nObject traffic: Zipf over 500 new objects under /spike/ (open loop, latency from the intended send time), a 10× spike, every /spike/ object purged halfway through it:"
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:<9} {:>7} {:>7} {:>10} {:>9} {:>9} {:>15}",
+            "region", "phase", "sent", "errors", "hit ratio", "p50 ms", "p99 ms", "origin fetches"
+        );
+        for s in &r.spike {
+            for p in &s.results.phases {
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:<9} {:>7} {:>7} {:>9.1}% {:>9.2} {:>9.2} {:>15}",
+                    s.region,
+                    p.name,
+                    p.sent,
+                    p.errors,
+                    100.0 * p.hit_ratio,
+                    p.p50_ms,
+                    p.p99_ms,
+                    p.origin_fetches.map_or("–".into(), |f| format!("{f:.0}"))
+                );
+            }
+        }
+        let _ = writeln!(out, "Reports (open in a browser; no network needed):");
+        for s in &r.spike {
+            let _ = writeln!(out, "  {}", s.html);
+        }
+    }
     if !r.video.is_empty() {
         let _ = writeln!(
             out,

@@ -20,6 +20,7 @@ pub mod audience;
 pub mod cap;
 pub mod demo;
 pub mod harness;
+pub mod load;
 pub mod replay;
 
 /// Errors of the loadgen library.
@@ -43,6 +44,9 @@ pub enum LoadgenError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A load plan is malformed or cannot run.
+    #[error("load plan: {0}")]
+    Plan(String),
     /// The trace has no requests.
     #[error("trace {0} has no requests")]
     EmptyTrace(String),

@@ -41,6 +41,13 @@ enum Command {
         /// Video viewers per region (0: none).
         #[arg(long, default_value_t = 8)]
         players: usize,
+        /// Length of each phase of the object-traffic spike (baseline, 10× spike, after);
+        /// `0s`: no spike.
+        #[arg(long, default_value = "5s")]
+        spike_phase: shoal_cache_core::size::HumanDuration,
+        /// Baseline requests per second per region of the spike (10× during it).
+        #[arg(long, default_value_t = 100.0)]
+        spike_rate: f64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -153,6 +160,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open-loop load through a region: a 10× spike of Zipf requests by default, or the
+    /// phases of a scenario file; prints a table per phase and writes JSON and HTML reports.
+    Loadgen {
+        /// Region edges, `id=addr` (repeatable); as for `get`.
+        #[arg(long = "edge", value_parser = shoal_edge::config::parse_peer)]
+        edges: Vec<(String, SocketAddr)>,
+        /// The region's edge config (TOML), for routing; as for `get`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Send to the edges in turn instead of to each key's owner.
+        #[arg(long)]
+        round_robin: bool,
+        /// Scenario file: `[[phase]]` tables (name, duration, rate, rate_to, burst, keys).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Baseline requests per second of the default spike.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Spike factor of the default spike.
+        #[arg(long, default_value_t = 10.0)]
+        factor: f64,
+        /// Length of each of the default spike's three phases.
+        #[arg(long, default_value = "10s")]
+        phase: shoal_cache_core::size::HumanDuration,
+        /// Objects the default spike's Zipf keys range over (`<URL path><n>`).
+        #[arg(long, default_value_t = 1000)]
+        objects: u64,
+        /// Zipf skew of the default spike.
+        #[arg(long, default_value_t = 0.9)]
+        alpha: f64,
+        /// Edge admin addresses to scrape `/metrics` from each second (repeatable).
+        #[arg(long = "metrics")]
+        metrics: Vec<SocketAddr>,
+        /// Where the JSON and HTML reports go.
+        #[arg(long, default_value = "target/loadgen")]
+        out: PathBuf,
+        /// Seed of the key draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `http://host/prefix/`: the Host requests carry, and the default keys' prefix.
+        url: String,
+    },
     /// Play a cold audience through a region twice, edges without and with CMCD prefetch,
     /// and compare segment hit ratio, startup and origin fetches.
     Prefetch {
@@ -229,6 +278,7 @@ fn main() -> ExitCode {
             | Command::Abr { .. }
             | Command::Play { .. }
             | Command::Prefetch { .. }
+            | Command::Loadgen { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // `cap` cuts a region off on purpose: the edges' warnings about it are expected.
@@ -324,13 +374,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             concurrency,
             purges,
             players,
+            spike_phase,
+            spike_rate,
             json,
         } => {
+            let spike = (!spike_phase.get().is_zero()).then(|| shoal_loadgen::demo::SpikeConfig {
+                rate: spike_rate,
+                phase: spike_phase.get(),
+                ..Default::default()
+            });
             let report = shoal_loadgen::demo::run(shoal_loadgen::demo::DemoConfig {
                 objects,
                 concurrency: concurrency.max(1),
                 purges,
                 players,
+                spike,
                 ..Default::default()
             })
             .await?;
@@ -346,6 +404,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let failed: u64 = report.video.iter().map(|v| v.failed).sum();
             if failed > 0 {
                 bail!("{failed} viewers failed");
+            }
+            let spike_errors: u64 = report
+                .spike
+                .iter()
+                .flat_map(|s| &s.results.phases)
+                .map(|p| p.errors)
+                .sum();
+            if spike_errors > 0 {
+                bail!("{spike_errors} spike requests failed");
             }
             if report.purge.incomplete > 0 {
                 bail!(
@@ -466,6 +533,69 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let r = shoal_client::player::play(&client, &path, &cfg).await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Command::Loadgen {
+            edges,
+            config,
+            round_robin,
+            scenario,
+            rate,
+            factor,
+            phase,
+            objects,
+            alpha,
+            metrics,
+            out,
+            seed,
+            url,
+        } => {
+            use shoal_loadgen::load::{self, Keys, Plan, Target};
+            let (client, prefix) = region_client(&edges, config.as_deref(), &url).await?;
+            let plan = match scenario {
+                Some(file) => Plan::from_toml(
+                    &std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                )?,
+                None => {
+                    let keys = Keys::Zipf {
+                        prefix,
+                        objects,
+                        alpha,
+                    };
+                    let plan = Plan::spike(rate, factor, [phase.get(); 3], keys);
+                    plan.check()?;
+                    plan
+                }
+            };
+            let target = if round_robin {
+                let addrs = if edges.is_empty() {
+                    bail!("--round-robin needs the region's edges (--edge id=addr)");
+                } else {
+                    edges.iter().map(|(_, a)| *a).collect()
+                };
+                Target::RoundRobin(client.with_timeout(plan.timeout.get()), addrs)
+            } else {
+                Target::Region(client.with_timeout(plan.timeout.get()))
+            };
+            eprintln!(
+                "loadgen: {} phases, {:.0} s, open loop",
+                plan.phases.len(),
+                plan.duration().as_secs_f64()
+            );
+            let opts = load::Options {
+                metrics,
+                progress: true,
+                seed,
+            };
+            let r = load::run::run(&plan, &target, &opts).await?;
+            print!("{}", load::report::table(&r));
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let json = out.join("loadgen.json");
+            std::fs::write(&json, serde_json::to_string_pretty(&r)?)?;
+            let html = out.join("loadgen.html");
+            std::fs::write(&html, load::report::html("Shoal loadgen", &r))?;
+            println!("\nreports: {} {}", json.display(), html.display());
             Ok(())
         }
         Command::Prefetch {

@@ -6,6 +6,7 @@ mod hitrate;
 mod hostile;
 mod invalidation;
 mod limits;
+mod loadgen;
 mod operations;
 mod request_path;
 mod video;

@@ -341,14 +341,31 @@ async fn a_live_audience_costs_the_origin_about_one_playlist_fetch_per_update() 
 /// the origin once, however many viewers asked for it at the same moment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_viewers_play_every_segment_with_one_origin_fetch_per_object_per_region() {
+    let reports = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo-reports");
     let report = shoal_loadgen::demo::run(shoal_loadgen::demo::DemoConfig {
         objects: 12,
         purges: 10,
         players: 4,
+        spike: Some(shoal_loadgen::demo::SpikeConfig {
+            rate: 50.0,
+            phase: Duration::from_secs(1),
+            objects: 50,
+            ..Default::default()
+        }),
+        report_dir: reports.clone(),
         ..Default::default()
     })
     .await
     .expect("demo runs");
+    // The spike: every request answered, in every region, with its report written.
+    assert_eq!(report.spike.len(), 3);
+    for s in &report.spike {
+        let sent: u64 = s.results.phases.iter().map(|p| p.sent).sum();
+        assert_eq!(sent, 50 + 500 + 50, "{}", s.region);
+        assert!(s.results.phases.iter().all(|p| p.errors == 0), "{s:?}");
+        let html = std::fs::read_to_string(&s.html).expect("report written");
+        assert_eq!(html.matches("<svg").count(), 5);
+    }
     assert_eq!(report.video.len(), 3);
     for v in &report.video {
         assert_eq!((v.players, v.failed), (4, 0), "{v:?}");
@@ -456,14 +473,14 @@ fn make_ladder(out: &std::path::Path, seconds: u32) {
     );
 }
 
-fn have(tool: &str, arg: &str) -> bool {
+pub(crate) fn have(tool: &str, arg: &str) -> bool {
     std::process::Command::new(tool)
         .arg(arg)
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
-fn chromium(profile: &std::path::Path) -> std::process::Command {
+pub(crate) fn chromium(profile: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new("chromium");
     c.args([
         "--headless",
@@ -514,7 +531,7 @@ async fn play_in_chromium(url: &str, dir: &std::path::Path, want: f64) -> (f64, 
     (furthest, error)
 }
 
-fn tempdir_in(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+pub(crate) fn tempdir_in(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).expect("temp dir");

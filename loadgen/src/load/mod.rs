@@ -1,0 +1,10 @@
+//! `shoal loadgen`: open-loop load with traffic spikes, ramps, flash crowds, Zipf and trace
+//! key distributions, measured per second and per phase, reported as a table, JSON and a
+//! self-contained HTML page.
+
+pub mod plan;
+pub mod report;
+pub mod run;
+
+pub use plan::{Keys, Phase, Plan};
+pub use run::{Options, Results, Target};

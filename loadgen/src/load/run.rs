@@ -1,0 +1,533 @@
+//! The open-loop executor: every request is sent at its intended time (never held back by
+//! a slow answer), and its latency is counted from that time, so a stalled server shows as
+//! latency instead of hiding behind fewer requests (coordinated omission, as wrk2 and k6
+//! avoid it). Results are kept per second and per phase in HDR histograms.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use http_body_util::BodyExt;
+use serde::Serialize;
+use shoal_client::{ClientError, RegionClient};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::plan::{KeySource, Plan};
+use crate::LoadgenError;
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A region: each request to its key's owner, with failover (the edges' own routing).
+    Region(RegionClient),
+    /// These edges in turn, no routing (any edge forwards to the owner itself).
+    RoundRobin(RegionClient, Vec<SocketAddr>),
+}
+
+/// A run's settings beside the plan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Edge admin addresses whose `/metrics` are scraped every second (origin fetches,
+    /// requests in flight).
+    pub metrics: Vec<SocketAddr>,
+    /// Print progress to stderr every second (a status line on a terminal, plain lines
+    /// otherwise).
+    pub progress: bool,
+    /// Seed of the key draws.
+    pub seed: u64,
+}
+
+/// One second of the run, by intended send time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    /// Seconds since the run's start.
+    pub t: u64,
+    /// The phase it falls in.
+    pub phase: String,
+    /// Requests due.
+    pub sent: u64,
+    /// Answered with a 2xx or 3xx.
+    pub ok: u64,
+    /// Failed, by kind (`5xx`, `4xx`, `timeout`, `connect`, `saturated`).
+    pub errors: BTreeMap<String, u64>,
+    /// Answered from an edge's cache (`Cache-Status: …; hit`).
+    pub hits: u64,
+    /// Latency percentiles from the intended time, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Origin fetches the edges made in this second (scraped).
+    pub origin_fetches: Option<f64>,
+    /// Requests in flight at the edges at the end of the second (scraped).
+    pub edge_inflight: Option<f64>,
+}
+
+/// One phase's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseSummary {
+    /// Name.
+    pub name: String,
+    /// Start, seconds since the run's start.
+    pub start_s: f64,
+    /// Length, seconds.
+    pub duration_s: f64,
+    /// Requests due.
+    pub sent: u64,
+    /// Answered with a 2xx or 3xx.
+    pub ok: u64,
+    /// Failed.
+    pub errors: u64,
+    /// Requests answered per second of the phase.
+    pub rate: f64,
+    /// Latency percentiles, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Worst, ms.
+    pub max_ms: f64,
+    /// Hits ÷ answered.
+    pub hit_ratio: f64,
+    /// Origin fetches during the phase (scraped), if known.
+    pub origin_fetches: Option<f64>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// Per phase.
+    pub phases: Vec<PhaseSummary>,
+    /// Per second.
+    pub timeline: Vec<Second>,
+    /// Distinct paths asked for.
+    pub distinct_paths: u64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    sent: u64,
+    ok: u64,
+    hits: u64,
+    errors: BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            sent: 0,
+            ok: 0,
+            hits: 0,
+            errors: BTreeMap::new(),
+            // 1 µs to 10 min, 2 significant digits: ~50 KiB per bucket.
+            latency: Histogram::new_with_bounds(1, 600_000_000, 2)
+                .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!())),
+        }
+    }
+}
+
+/// How a request ended.
+enum Outcome {
+    Ok { hit: bool },
+    Error(&'static str),
+}
+
+#[derive(Debug)]
+struct Recorder {
+    seconds: Vec<Bucket>,
+    phases: Vec<Bucket>,
+    paths: std::collections::HashSet<String>,
+}
+
+impl Recorder {
+    fn record(&mut self, second: usize, phase: usize, latency: Duration, outcome: &Outcome) {
+        for b in [self.seconds.get_mut(second), self.phases.get_mut(phase)]
+            .into_iter()
+            .flatten()
+        {
+            b.sent += 1;
+            match outcome {
+                Outcome::Ok { hit } => {
+                    b.ok += 1;
+                    b.hits += u64::from(*hit);
+                }
+                Outcome::Error(kind) => *b.errors.entry((*kind).to_string()).or_default() += 1,
+            }
+            // Errors count too: a timeout is as slow as its wait.
+            let us = u64::try_from(latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            b.latency.saturating_record(us);
+        }
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs `plan` against `target`.
+pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results, LoadgenError> {
+    plan.check()?;
+    let total = plan.duration();
+    let seconds = (total.as_secs_f64().ceil() as usize).max(1);
+    let rec = Arc::new(Mutex::new(Recorder {
+        seconds: (0..seconds).map(|_| Bucket::new()).collect(),
+        phases: plan.phases.iter().map(|_| Bucket::new()).collect(),
+        paths: Default::default(),
+    }));
+    let mut sources = Vec::new();
+    for (i, p) in plan.phases.iter().enumerate() {
+        sources.push(KeySource::new(&p.keys, opts.seed.wrapping_add(i as u64))?);
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let scraped: Arc<Mutex<Scraped>> = Arc::new(Mutex::new(vec![None; seconds + 1]));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let scraper = tokio::spawn(scrape_loop(
+        opts.metrics.clone(),
+        start,
+        seconds,
+        scraped.clone(),
+        stop.clone(),
+    ));
+    let progress = opts.progress.then(|| {
+        tokio::spawn(progress_loop(
+            rec.clone(),
+            start,
+            total,
+            plan.phases
+                .iter()
+                .map(|p| (p.name.clone(), p.duration.get()))
+                .collect(),
+            stop.clone(),
+        ))
+    });
+
+    let inflight = Arc::new(Semaphore::new(plan.max_inflight));
+    let timeout = plan.timeout.get();
+    let mut sent = 0u64;
+    let mut phase_start = start;
+    let mut rr = 0usize;
+    'phases: for (pi, phase) in plan.phases.iter().enumerate() {
+        let keys = &mut sources[pi];
+        for off in phase.offsets() {
+            if sent >= plan.max_requests {
+                break 'phases;
+            }
+            let due = phase_start + off;
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+            let second = (due - start).as_secs() as usize;
+            let path = keys.next_path();
+            sent += 1;
+            let Ok(permit) = inflight.clone().try_acquire_owned() else {
+                let late = Instant::now().saturating_duration_since(due);
+                record(&rec, second, pi, late, &Outcome::Error("saturated"));
+                continue;
+            };
+            let (rec, target) = (rec.clone(), target.clone());
+            rr += 1;
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(timeout, send(&target, &path, rr)).await;
+                let latency = Instant::now().saturating_duration_since(due);
+                let outcome = match r {
+                    Err(_) => Outcome::Error("timeout"),
+                    Ok(o) => o,
+                };
+                record(&rec, second, pi, latency, &outcome);
+                rec.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .paths
+                    .insert(path);
+                drop(permit);
+            });
+        }
+        phase_start += phase.duration.get();
+    }
+    // Every request answers or times out.
+    let all = u32::try_from(plan.max_inflight).unwrap_or(u32::MAX);
+    let _ =
+        tokio::time::timeout(timeout + Duration::from_secs(1), inflight.acquire_many(all)).await;
+    tokio::time::sleep_until(phase_start.max(Instant::now())).await;
+    let _ = stop_tx.send(true);
+    let _ = scraper.await;
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    let rec = rec.lock().unwrap_or_else(|e| e.into_inner());
+    let scraped = scraped.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(results(plan, &rec, &scraped))
+}
+
+fn record(rec: &Mutex<Recorder>, second: usize, phase: usize, latency: Duration, o: &Outcome) {
+    rec.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(second, phase, latency, o);
+}
+
+async fn send(target: &Target, path: &str, n: usize) -> Outcome {
+    let r = match target {
+        Target::Region(c) => c.get(path).await,
+        Target::RoundRobin(c, addrs) => c.get_from(addrs[n % addrs.len()], path, &[]).await,
+    };
+    match r {
+        Ok(f) if f.status.is_server_error() => Outcome::Error("5xx"),
+        Ok(f) if f.status.is_client_error() => Outcome::Error("4xx"),
+        Ok(f) => Outcome::Ok { hit: f.is_hit() },
+        Err(ClientError::Request { reason, .. }) if reason.contains("timed out") => {
+            Outcome::Error("timeout")
+        }
+        Err(_) => Outcome::Error("connect"),
+    }
+}
+
+/// Per second boundary: the edges' summed origin fetches and requests in flight.
+type Scraped = Vec<Option<(f64, f64)>>;
+
+
+
+/// Scrapes the edges' `/metrics` at every second boundary: origin fetches (counter, summed)
+/// and requests in flight (gauge, summed).
+async fn scrape_loop(
+    addrs: Vec<SocketAddr>,
+    start: Instant,
+    seconds: usize,
+    out: Arc<Mutex<Scraped>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if addrs.is_empty() {
+        return;
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    for s in 0..=seconds {
+        let at = start + Duration::from_secs(s as u64);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (mut fetches, mut inflight, mut any) = (0.0, 0.0, false);
+        for a in &addrs {
+            let Ok(uri) = format!("http://{a}/metrics").parse::<http::Uri>() else {
+                continue;
+            };
+            let got = tokio::time::timeout(Duration::from_millis(500), async {
+                let resp = client.get(uri).await.ok()?;
+                resp.into_body().collect().await.ok().map(|b| b.to_bytes())
+            })
+            .await;
+            if let Ok(Some(body)) = got {
+                let (f, i) = parse_metrics(&String::from_utf8_lossy(&body));
+                fetches += f;
+                inflight += i;
+                any = true;
+            }
+        }
+        if any && let Some(slot) = out.lock().unwrap_or_else(|e| e.into_inner()).get_mut(s) {
+            *slot = Some((fetches, inflight));
+        }
+    }
+}
+
+/// Origin fetches that reached the origin (`result="ok"` or `"not_modified"`) and requests
+/// in flight, from an edge's Prometheus text.
+pub fn parse_metrics(text: &str) -> (f64, f64) {
+    let (mut fetches, mut inflight) = (0.0, 0.0);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        if name.starts_with("shoal_edge_origin_fetches_total")
+            && (name.contains("result=\"ok\"") || name.contains("result=\"not_modified\""))
+        {
+            fetches += v;
+        } else if name == "shoal_edge_inflight_requests" {
+            inflight += v;
+        }
+    }
+    (fetches, inflight)
+}
+
+/// One status line per second: elapsed/total, phase, last second's rate and p99, errors.
+async fn progress_loop(
+    rec: Arc<Mutex<Recorder>>,
+    start: Instant,
+    total: Duration,
+    phases: Vec<(String, Duration)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let tty = std::io::stderr().is_terminal();
+    let mut s = 1u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(start + Duration::from_secs(s)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let (rate, p99, errors) = {
+            let r = rec.lock().unwrap_or_else(|e| e.into_inner());
+            let last = r.seconds.get(s as usize - 1);
+            let errors: u64 = r.phases.iter().flat_map(|b| b.errors.values()).sum();
+            (
+                last.map_or(0, |b| b.sent),
+                last.map_or(0.0, |b| ms(&b.latency, 0.99)),
+                errors,
+            )
+        };
+        let mut at = Duration::from_secs(s);
+        let phase = phases
+            .iter()
+            .find(|(_, d)| {
+                let here = at < *d;
+                at = at.saturating_sub(*d);
+                here
+            })
+            .map_or("done", |(n, _)| n.as_str());
+        let line = format!(
+            "[{s:>4}s/{:>4}s] {phase:<10} {rate:>7} req/s  p99 {p99:>8.2} ms  errors {errors}",
+            total.as_secs()
+        );
+        if tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+        s += 1;
+    }
+    if tty {
+        eprintln!();
+    }
+}
+
+fn results(plan: &Plan, rec: &Recorder, scraped: &[Option<(f64, f64)>]) -> Results {
+    let mut bounds = Vec::new();
+    let mut t = 0.0;
+    for p in &plan.phases {
+        let d = p.duration.get().as_secs_f64();
+        bounds.push((p.name.clone(), t, d));
+        t += d;
+    }
+    let phase_at = |sec: f64| {
+        bounds
+            .iter()
+            .find(|(_, s, d)| sec >= *s && sec < s + d)
+            .map_or_else(|| "after".to_string(), |(n, _, _)| n.clone())
+    };
+    let delta = |s: usize| match (
+        scraped.get(s).copied().flatten(),
+        scraped.get(s + 1).copied().flatten(),
+    ) {
+        (Some(a), Some(b)) => Some(((b.0 - a.0).max(0.0), b.1)),
+        _ => None,
+    };
+    let timeline = rec
+        .seconds
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = delta(i);
+            Second {
+                t: i as u64,
+                phase: phase_at(i as f64),
+                sent: b.sent,
+                ok: b.ok,
+                errors: b.errors.clone(),
+                hits: b.hits,
+                p50_ms: ms(&b.latency, 0.5),
+                p99_ms: ms(&b.latency, 0.99),
+                p999_ms: ms(&b.latency, 0.999),
+                origin_fetches: d.map(|x| x.0),
+                edge_inflight: d.map(|x| x.1),
+            }
+        })
+        .collect::<Vec<_>>();
+    let phases = bounds
+        .iter()
+        .zip(&rec.phases)
+        .map(|((name, start, dur), b)| {
+            let first = *start as usize;
+            let last = (start + dur).ceil() as usize;
+            let fetches = match (
+                scraped.get(first).copied().flatten(),
+                scraped.get(last).copied().flatten(),
+            ) {
+                (Some(a), Some(z)) => Some((z.0 - a.0).max(0.0)),
+                _ => None,
+            };
+            PhaseSummary {
+                name: name.clone(),
+                start_s: *start,
+                duration_s: *dur,
+                sent: b.sent,
+                ok: b.ok,
+                errors: b.errors.values().sum(),
+                rate: b.ok as f64 / dur.max(1e-9),
+                p50_ms: ms(&b.latency, 0.5),
+                p99_ms: ms(&b.latency, 0.99),
+                p999_ms: ms(&b.latency, 0.999),
+                max_ms: if b.latency.is_empty() {
+                    0.0
+                } else {
+                    b.latency.max() as f64 / 1000.0
+                },
+                hit_ratio: b.hits as f64 / b.ok.max(1) as f64,
+                origin_fetches: fetches,
+            }
+        })
+        .collect();
+    Results {
+        phases,
+        timeline,
+        distinct_paths: rec.paths.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_metrics_are_summed_from_prometheus_text() {
+        let text = "# HELP x\n\
+            shoal_edge_origin_fetches_total{result=\"ok\"} 12\n\
+            shoal_edge_origin_fetches_total{result=\"not_modified\"} 3\n\
+            shoal_edge_origin_fetches_total{result=\"timeout\"} 7\n\
+            shoal_edge_inflight_requests 5\n\
+            shoal_edge_inflight_requests_other 9\n";
+        assert_eq!(parse_metrics(text), (15.0, 5.0));
+    }
+
+    #[test]
+    fn latency_counts_from_the_intended_time_and_errors_by_kind() {
+        let mut r = Recorder {
+            seconds: (0..2).map(|_| Bucket::new()).collect(),
+            phases: vec![Bucket::new()],
+            paths: Default::default(),
+        };
+        r.record(0, 0, Duration::from_millis(2), &Outcome::Ok { hit: true });
+        r.record(1, 0, Duration::from_millis(900), &Outcome::Error("timeout"));
+        r.record(1, 0, Duration::from_millis(4), &Outcome::Ok { hit: false });
+        assert_eq!(
+            (r.phases[0].sent, r.phases[0].ok, r.phases[0].hits),
+            (3, 2, 1)
+        );
+        assert_eq!(r.seconds[1].errors.get("timeout"), Some(&1));
+        // The stalled request's wait is in the tail.
+        assert!(ms(&r.phases[0].latency, 0.999) >= 890.0);
+        assert!(ms(&r.seconds[0].latency, 0.5) < 2.1);
+    }
+}
