@@ -650,6 +650,16 @@ pub fn render(r: &DemoReport) -> String {
                 );
             }
         }
+        for s in &r.spike {
+            let fetches: f64 = s.results.phases.iter().filter_map(|p| p.origin_fetches).sum();
+            let _ = writeln!(
+                out,
+                "{}: {} distinct objects asked for, {fetches:.0} origin fetches ({:.2} per object; the purge makes every object fetchable twice)",
+                s.region,
+                s.results.distinct_paths,
+                fetches / s.results.distinct_paths.max(1) as f64
+            );
+        }
         let _ = writeln!(out, "Reports (open in a browser; no network needed):");
         for s in &r.spike {
             let _ = writeln!(out, "  {}", s.html);
