@@ -169,8 +169,7 @@ impl RegionClient {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Fetched, ClientError> {
-        self.get_watched(path_and_query, headers, &mut |_| true)
-            .await
+        self.route(path_and_query, headers, None).await
     }
 
     /// GETs, showing the download's progress to `watch`, which may drop it
@@ -181,6 +180,16 @@ impl RegionClient {
         headers: &[(&str, &str)],
         watch: Watcher<'_>,
     ) -> Result<Fetched, ClientError> {
+        self.route(path_and_query, headers, Some(watch)).await
+    }
+
+    /// To the key's owner, failing over along the ring.
+    async fn route(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        mut watch: Option<Watcher<'_>>,
+    ) -> Result<Fetched, ClientError> {
         let key = self
             .map
             .key(&self.host, path_and_query)
@@ -190,10 +199,8 @@ impl RegionClient {
             let Some((_, addr)) = self.edges.iter().find(|(id, _)| id == node) else {
                 continue;
             };
-            match self
-                .fetch(*addr, path_and_query, headers, &mut *watch)
-                .await
-            {
+            let w = watch.as_mut().map(|w| &mut **w as Watcher<'_>);
+            match self.fetch(*addr, path_and_query, headers, w).await {
                 Ok(mut f) => {
                     f.edge = node.to_string();
                     f.failovers = failovers;
@@ -216,8 +223,7 @@ impl RegionClient {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Fetched, ClientError> {
-        self.fetch(addr, path_and_query, headers, &mut |_| true)
-            .await
+        self.fetch(addr, path_and_query, headers, None).await
     }
 
     async fn fetch(
@@ -225,7 +231,7 @@ impl RegionClient {
         addr: SocketAddr,
         path_and_query: &str,
         headers: &[(&str, &str)],
-        watch: Watcher<'_>,
+        watch: Option<Watcher<'_>>,
     ) -> Result<Fetched, ClientError> {
         let fail = |reason: String| ClientError::Request {
             edge: addr.to_string(),
@@ -251,6 +257,10 @@ impl RegionClient {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
+            let Some(watch) = watch else {
+                let body = body.collect().await.map_err(|e| fail(e.to_string()))?;
+                return Ok((parts, body.to_bytes(), ttfb));
+            };
             let mut buf = bytes::BytesMut::new();
             loop {
                 let progress = Progress {
@@ -298,6 +308,24 @@ impl RegionClient {
             failovers: 0,
             headers: parts.headers,
         })
+    }
+
+    /// The region's edges (id, address).
+    pub fn edges(&self) -> &[(String, SocketAddr)] {
+        &self.edges
+    }
+
+    /// The `Host` requests carry.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The index in [`Self::edges`] of the first live-or-not candidate for
+    /// `path_and_query` (its owner), by the edges' own routing.
+    pub fn owner_index(&self, path_and_query: &str) -> Option<usize> {
+        let key = self.map.key(&self.host, path_and_query).ok()?;
+        let owner = self.map.owner(&key)?;
+        self.edges.iter().position(|(id, _)| id == owner)
     }
 
     /// The owner edge id of `path_and_query`.

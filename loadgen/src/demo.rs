@@ -651,7 +651,12 @@ pub fn render(r: &DemoReport) -> String {
             }
         }
         for s in &r.spike {
-            let fetches: f64 = s.results.phases.iter().filter_map(|p| p.origin_fetches).sum();
+            let fetches: f64 = s
+                .results
+                .phases
+                .iter()
+                .filter_map(|p| p.origin_fetches)
+                .sum();
             let _ = writeln!(
                 out,
                 "{}: {} distinct objects asked for, {fetches:.0} origin fetches ({:.2} per object; the purge makes every object fetchable twice)",

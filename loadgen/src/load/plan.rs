@@ -22,10 +22,18 @@ pub struct Plan {
     /// Per-request timeout (default `5s`); a request still unanswered then is an error.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
-    /// Requests in flight at once; a request due while this many are out is counted as
-    /// an error of the generator (`saturated`), never delayed (default 20,000).
+    /// Requests queued or in flight at once, over all connections; a request due when its
+    /// connections' queues are full is counted as an error of the generator
+    /// (`saturated`), never delayed (default 20,000).
     #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
+    /// Keep-alive connections per edge (default 64).
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+}
+
+fn default_connections() -> usize {
+    64
 }
 
 fn default_max_requests() -> u64 {
@@ -122,6 +130,7 @@ impl Plan {
             max_requests: default_max_requests(),
             timeout: default_timeout(),
             max_inflight: default_max_inflight(),
+            connections: default_connections(),
         }
     }
 
@@ -134,6 +143,9 @@ impl Plan {
         }
         if self.max_inflight == 0 {
             return bad("max_inflight must be at least 1".into());
+        }
+        if !(1..=10_000).contains(&self.connections) {
+            return bad("connections must be between 1 and 10,000 per edge".into());
         }
         for p in &self.phases {
             let rates = [Some(p.rate), p.rate_to];

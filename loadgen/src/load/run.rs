@@ -4,6 +4,7 @@
 //! avoid it). Results are kept per second and per phase in HDR histograms.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use serde::Serialize;
-use shoal_client::{ClientError, RegionClient};
-use tokio::sync::Semaphore;
+use shoal_client::RegionClient;
 use tokio::time::Instant;
 
 use super::plan::{KeySource, Plan};
@@ -143,7 +143,6 @@ enum Outcome {
 struct Recorder {
     seconds: Vec<Bucket>,
     phases: Vec<Bucket>,
-    paths: std::collections::HashSet<String>,
 }
 
 impl Recorder {
@@ -185,7 +184,6 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     let rec = Arc::new(Mutex::new(Recorder {
         seconds: (0..seconds).map(|_| Bucket::new()).collect(),
         phases: plan.phases.iter().map(|_| Bucket::new()).collect(),
-        paths: Default::default(),
     }));
     let mut sources = Vec::new();
     for (i, p) in plan.phases.iter().enumerate() {
@@ -214,11 +212,39 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
         ))
     });
 
-    let inflight = Arc::new(Semaphore::new(plan.max_inflight));
+    // wrk2's model: per edge, `connections` keep-alive HTTP/1.1 connections, each a task
+    // with a queue. A request is queued at its intended time on a connection of its
+    // owner (or of the next edge in turn); its latency counts from that time, so a queue
+    // that backs up shows as latency. A request no queue can take is `saturated`.
+    let (client, robin) = match target {
+        Target::Region(c) => (c, None),
+        Target::RoundRobin(c, addrs) => (c, Some(addrs.clone())),
+    };
+    let addrs: Vec<SocketAddr> =
+        robin.unwrap_or_else(|| client.edges().iter().map(|e| e.1).collect());
+    let host = http::HeaderValue::from_str(client.host()).map_err(|_| {
+        LoadgenError::Plan(format!("host {:?} is not a header value", client.host()))
+    })?;
     let timeout = plan.timeout.get();
+    let per_conn = (plan.max_inflight / (addrs.len() * plan.connections).max(1)).max(1);
+    let mut queues: Vec<Vec<tokio::sync::mpsc::Sender<Job>>> = Vec::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for &addr in &addrs {
+        let mut qs = Vec::new();
+        for _ in 0..plan.connections {
+            let (tx, rx) = tokio::sync::mpsc::channel(per_conn);
+            workers.spawn(worker(addr, host.clone(), rx, rec.clone(), timeout));
+            qs.push(tx);
+        }
+        queues.push(qs);
+    }
+    let routed = matches!(target, Target::Region(_));
     let mut sent = 0u64;
     let mut phase_start = start;
-    let mut rr = 0usize;
+    let mut turn = 0usize;
+    // Distinct paths, by hash: counted here, off the requests' path.
+    let mut distinct = std::collections::HashSet::new();
+    let hasher = std::hash::RandomState::new();
     'phases: for (pi, phase) in plan.phases.iter().enumerate() {
         let keys = &mut sources[pi];
         for off in phase.offsets() {
@@ -231,35 +257,44 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
             }
             let second = (due - start).as_secs() as usize;
             let path = keys.next_path();
+            distinct.insert(hasher.hash_one(&path));
             sent += 1;
-            let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            turn = turn.wrapping_add(1);
+            let edge = if addrs.len() == 1 {
+                0
+            } else if routed {
+                client.owner_index(&path).unwrap_or(turn % addrs.len())
+            } else {
+                turn % addrs.len()
+            };
+            let qs = &queues[edge];
+            let mut job = Job {
+                path,
+                due,
+                second,
+                phase: pi,
+            };
+            let mut queued = false;
+            for k in 0..qs.len() {
+                match qs[(turn + k) % qs.len()].try_send(job) {
+                    Ok(()) => {
+                        queued = true;
+                        break;
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(j))
+                    | Err(tokio::sync::mpsc::error::TrySendError::Closed(j)) => job = j,
+                }
+            }
+            if !queued {
                 let late = Instant::now().saturating_duration_since(due);
                 record(&rec, second, pi, late, &Outcome::Error("saturated"));
-                continue;
-            };
-            let (rec, target) = (rec.clone(), target.clone());
-            rr += 1;
-            tokio::spawn(async move {
-                let r = tokio::time::timeout(timeout, send(&target, &path, rr)).await;
-                let latency = Instant::now().saturating_duration_since(due);
-                let outcome = match r {
-                    Err(_) => Outcome::Error("timeout"),
-                    Ok(o) => o,
-                };
-                record(&rec, second, pi, latency, &outcome);
-                rec.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .paths
-                    .insert(path);
-                drop(permit);
-            });
+            }
         }
         phase_start += phase.duration.get();
     }
-    // Every request answers or times out.
-    let all = u32::try_from(plan.max_inflight).unwrap_or(u32::MAX);
-    let _ =
-        tokio::time::timeout(timeout + Duration::from_secs(1), inflight.acquire_many(all)).await;
+    // Every queued request answers or times out; then the workers end.
+    drop(queues);
+    while workers.join_next().await.is_some() {}
     tokio::time::sleep_until(phase_start.max(Instant::now())).await;
     let _ = stop_tx.send(true);
     let _ = scraper.await;
@@ -268,7 +303,9 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     }
     let rec = rec.lock().unwrap_or_else(|e| e.into_inner());
     let scraped = scraped.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(results(plan, &rec, &scraped))
+    let mut r = results(plan, &rec, &scraped);
+    r.distinct_paths = distinct.len() as u64;
+    Ok(r)
 }
 
 fn record(rec: &Mutex<Recorder>, second: usize, phase: usize, latency: Duration, o: &Outcome) {
@@ -277,26 +314,94 @@ fn record(rec: &Mutex<Recorder>, second: usize, phase: usize, latency: Duration,
         .record(second, phase, latency, o);
 }
 
-async fn send(target: &Target, path: &str, n: usize) -> Outcome {
-    let r = match target {
-        Target::Region(c) => c.get(path).await,
-        Target::RoundRobin(c, addrs) => c.get_from(addrs[n % addrs.len()], path, &[]).await,
-    };
-    match r {
-        Ok(f) if f.status.is_server_error() => Outcome::Error("5xx"),
-        Ok(f) if f.status.is_client_error() => Outcome::Error("4xx"),
-        Ok(f) => Outcome::Ok { hit: f.is_hit() },
-        Err(ClientError::Request { reason, .. }) if reason.contains("timed out") => {
+/// A request for a connection worker.
+struct Job {
+    path: String,
+    due: Instant,
+    second: usize,
+    phase: usize,
+}
+
+type Conn = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Result<Conn, String> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// One keep-alive connection: its queue's requests, one at a time, reconnecting after an
+/// error.
+async fn worker(
+    addr: SocketAddr,
+    host: http::HeaderValue,
+    mut rx: tokio::sync::mpsc::Receiver<Job>,
+    rec: Arc<Mutex<Recorder>>,
+    timeout: Duration,
+) {
+    let mut conn: Option<Conn> = None;
+    while let Some(job) = rx.recv().await {
+        let outcome = tokio::time::timeout(timeout, async {
+            if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                conn = connect(addr).await.ok();
+            }
+            let Some(c) = conn.as_mut() else {
+                return Outcome::Error("connect");
+            };
+            if c.ready().await.is_err() {
+                conn = None;
+                return Outcome::Error("connect");
+            }
+            let Ok(req) = http::Request::get(job.path.as_str())
+                .header(http::header::HOST, host.clone())
+                .body(http_body_util::Empty::new())
+            else {
+                return Outcome::Error("4xx");
+            };
+            let Ok(resp) = c.send_request(req).await else {
+                conn = None;
+                return Outcome::Error("connect");
+            };
+            let status = resp.status();
+            let hit = resp
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("; hit"));
+            if resp.into_body().collect().await.is_err() {
+                conn = None;
+                return Outcome::Error("connect");
+            }
+            if status.is_server_error() {
+                Outcome::Error("5xx")
+            } else if status.is_client_error() {
+                Outcome::Error("4xx")
+            } else {
+                Outcome::Ok { hit }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            // The connection may still carry the late answer: start afresh.
+            conn = None;
             Outcome::Error("timeout")
-        }
-        Err(_) => Outcome::Error("connect"),
+        });
+        let latency = Instant::now().saturating_duration_since(job.due);
+        record(&rec, job.second, job.phase, latency, &outcome);
     }
 }
 
 /// Per second boundary: the edges' summed origin fetches and requests in flight.
 type Scraped = Vec<Option<(f64, f64)>>;
-
-
 
 /// Scrapes the edges' `/metrics` at every second boundary: origin fetches (counter, summed)
 /// and requests in flight (gauge, summed).
@@ -492,7 +597,7 @@ fn results(plan: &Plan, rec: &Recorder, scraped: &[Option<(f64, f64)>]) -> Resul
     Results {
         phases,
         timeline,
-        distinct_paths: rec.paths.len() as u64,
+        distinct_paths: 0,
     }
 }
 
@@ -516,7 +621,6 @@ mod tests {
         let mut r = Recorder {
             seconds: (0..2).map(|_| Bucket::new()).collect(),
             phases: vec![Bucket::new()],
-            paths: Default::default(),
         };
         r.record(0, 0, Duration::from_millis(2), &Outcome::Ok { hit: true });
         r.record(1, 0, Duration::from_millis(900), &Outcome::Error("timeout"));
