@@ -108,6 +108,17 @@ pub enum Rule {
     Mpc,
 }
 
+impl Rule {
+    /// Every rule, in the order tables list them.
+    pub const ALL: [Rule; 5] = [
+        Rule::Throughput,
+        Rule::Bba,
+        Rule::Bola,
+        Rule::Dynamic,
+        Rule::Mpc,
+    ];
+}
+
 impl std::str::FromStr for Rule {
     type Err = AbrError;
     fn from_str(s: &str) -> Result<Self, AbrError> {
@@ -736,13 +747,7 @@ mod tests {
             choose(Rule::Bba, &LADDER, &b, &mut RuleState::default(), &c(15.0)),
             3
         );
-        for rule in [
-            Rule::Throughput,
-            Rule::Bba,
-            Rule::Bola,
-            Rule::Dynamic,
-            Rule::Mpc,
-        ] {
+        for rule in Rule::ALL {
             assert_eq!(
                 choose(rule, &[], &b, &mut RuleState::default(), &c(10.0)),
                 0,
@@ -836,13 +841,7 @@ mod tests {
 
     #[test]
     fn a_throttled_link_settles_low_and_a_fast_one_climbs_to_the_top() {
-        for rule in [
-            Rule::Throughput,
-            Rule::Bba,
-            Rule::Bola,
-            Rule::Dynamic,
-            Rule::Mpc,
-        ] {
+        for rule in Rule::ALL {
             let slow = sim(&flat(1.6), rule);
             let tail = &slow.rungs[40..];
             // BBA-0 oscillates around the link's rate by design (its map is linear in the

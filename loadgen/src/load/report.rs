@@ -3,30 +3,51 @@
 
 use std::fmt::Write;
 
-use super::run::{Results, Second};
+use super::run::{PhaseSummary, Results, Second};
 
-/// The per-phase table.
+/// The summary's columns.
+const COLUMNS: [&str; 12] = [
+    "phase",
+    "s",
+    "sent",
+    "ok",
+    "errors",
+    "answered/s",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "max ms",
+    "hit ratio",
+    "origin fetches",
+];
+
+/// One phase's cells, in [`COLUMNS`] order.
+fn cells(p: &PhaseSummary) -> [String; 12] {
+    [
+        p.name.clone(),
+        format!("{:.0}", p.duration_s),
+        p.sent.to_string(),
+        p.ok.to_string(),
+        p.errors.to_string(),
+        format!("{:.0}", p.rate),
+        format!("{:.2}", p.p50_ms),
+        format!("{:.2}", p.p99_ms),
+        format!("{:.2}", p.p999_ms),
+        format!("{:.1}", p.max_ms),
+        format!("{:.1}%", 100.0 * p.hit_ratio),
+        p.origin_fetches.map_or("–".into(), |f| format!("{f:.0}")),
+    ]
+}
+
+/// The per-phase table (Markdown).
 pub fn table(r: &Results) -> String {
-    let mut out = String::from(
-        "| phase | s | sent | ok | errors | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | hit ratio | origin fetches |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    let mut out = format!(
+        "| {} |\n|---|{}\n",
+        COLUMNS.join(" | "),
+        "---:|".repeat(COLUMNS.len() - 1)
     );
     for p in &r.phases {
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1}% | {} |",
-            p.name,
-            p.duration_s,
-            p.sent,
-            p.ok,
-            p.errors,
-            p.rate,
-            p.p50_ms,
-            p.p99_ms,
-            p.p999_ms,
-            p.max_ms,
-            100.0 * p.hit_ratio,
-            p.origin_fetches.map_or("–".into(), |f| format!("{f:.0}")),
-        );
+        let _ = writeln!(out, "| {} |", cells(p).join(" | "));
     }
     out
 }
@@ -240,33 +261,26 @@ pub fn html(title: &str, r: &Results) -> String {
             false,
         ),
     ];
-    let mut rows = String::new();
-    for p in &r.phases {
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.1}%</td><td>{}</td></tr>",
-            escape(&p.name),
-            p.duration_s,
-            p.sent,
-            p.ok,
-            p.errors,
-            p.rate,
-            p.p50_ms,
-            p.p99_ms,
-            p.p999_ms,
-            100.0 * p.hit_ratio,
-            p.origin_fetches.map_or("–".into(), |f| format!("{f:.0}"))
-        );
-    }
+    let head: String = COLUMNS.iter().map(|c| format!("<th>{c}</th>")).collect();
+    let rows: String = r
+        .phases
+        .iter()
+        .map(|p| {
+            let tds: String = cells(p)
+                .iter()
+                .map(|c| format!("<td>{}</td>", escape(c)))
+                .collect();
+            format!("<tr>{tds}</tr>")
+        })
+        .collect();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>\
 body{{font-family:sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse}}\
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}\
 figure{{margin:18px 0}}figcaption{{font-weight:bold}}.legend{{font-size:12px;margin:2px 0 0 60px}}\
 </style></head><body><h1>{t}</h1><p>Latency is counted from each request's intended send time \
-(open loop). Spike phases are shaded. {paths} distinct paths.</p><table><tr><th>phase</th><th>s</th>\
-<th>sent</th><th>ok</th><th>errors</th><th>answered/s</th><th>p50 ms</th><th>p99 ms</th>\
-<th>p99.9 ms</th><th>hit ratio</th><th>origin fetches</th></tr>{rows}</table>{charts}</body></html>\n",
+(open loop). Spike phases are shaded. {paths} distinct paths.</p><table><tr>{head}</tr>{rows}</table>\
+{charts}</body></html>\n",
         t = escape(title),
         paths = r.distinct_paths,
         charts = charts.concat(),

@@ -7,7 +7,7 @@ use shoal_loadgen::harness::cluster::Cluster;
 use shoal_loadgen::load::{Keys, Options, Plan, Target, report, run};
 use shoal_tests::spec;
 
-use crate::video::{chromium, have, tempdir_in};
+use crate::video::{chromium, have, screenshot, tempdir_in};
 
 /// A 10× spike (100 → 1,000 → 100 requests/s, 2 s each) of Zipf requests over 300 stored
 /// objects through a region of two edges, owner-routed: no request fails, the region asks
@@ -106,22 +106,9 @@ async fn a_spike_through_a_region_is_measured_and_reported() {
     assert!(lines.iter().filter(|n| **n >= 6).count() >= 6, "{lines:?}");
     assert!(dom.contains("class=\"spike\""), "the spike is shaded");
     let shot = work.join("loadgen-report.png");
-    let _ = std::fs::remove_file(&shot);
-    let status = chromium(&profile)
-        .args(["--window-size=960,1400"])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", page.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("screenshot");
-    assert!(status.success());
-    let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 20_000,
-        "{} bytes",
-        png.len()
-    );
+    let url = format!("file://{}", page.display());
+    let png = screenshot(&profile, &["--window-size=960,1400"], &url, &shot);
+    assert!(png.len() > 20_000, "{} bytes: a blank page?", png.len());
     println!("report {} screenshot {}", page.display(), shot.display());
 }
 

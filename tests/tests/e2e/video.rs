@@ -182,13 +182,7 @@ async fn a_live_window_advances_through_the_edges() {
 fn abr_rules_over_the_shared_traces() {
     use shoal_client::abr::Rule;
     let dir = shoal_tests::shared_dir().join("abr-traces");
-    let rules = [
-        Rule::Throughput,
-        Rule::Bba,
-        Rule::Bola,
-        Rule::Dynamic,
-        Rule::Mpc,
-    ];
+    let rules = Rule::ALL;
     let ladder = [400_000, 800_000, 2_500_000, 5_000_000];
     let sessions = shoal_loadgen::abr::evaluate(&dir, &rules, &ladder, 150, false).expect("traces");
     let traces = shoal_loadgen::abr::trace_files(&dir)
@@ -531,6 +525,28 @@ async fn play_in_chromium(url: &str, dir: &std::path::Path, want: f64) -> (f64, 
     (furthest, error)
 }
 
+/// A PNG of `url` taken by headless Chromium (with `args`), kept at `shot`; its bytes.
+pub(crate) fn screenshot(
+    profile: &std::path::Path,
+    args: &[&str],
+    url: &str,
+    shot: &std::path::Path,
+) -> Vec<u8> {
+    let _ = std::fs::remove_file(shot);
+    let status = chromium(profile)
+        .args(args)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("screenshot");
+    assert!(status.success());
+    let png = std::fs::read(shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    png
+}
+
 pub(crate) fn tempdir_in(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     let _ = std::fs::remove_dir_all(&p);
@@ -585,19 +601,14 @@ async fn an_ffmpeg_ladder_plays_in_headless_chromium() {
     );
 
     let shot = work.join("chromium-ladder.png");
-    let _ = std::fs::remove_file(&shot);
     let profile = tempdir_in(&work, "shot-profile");
-    let status = chromium(&profile)
-        .args(["--window-size=800,480", "--virtual-time-budget=3000"])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("screenshot");
-    assert!(status.success());
-    let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let png = screenshot(
+        &profile,
+        &["--window-size=800,480", "--virtual-time-budget=3000"],
+        &url,
+        &shot,
+    );
+    assert!(!png.is_empty());
     println!(
         "chromium played {t:.2} s (first viewer: {first} origin fetches; second: {second}); screenshot {}",
         shot.display()
