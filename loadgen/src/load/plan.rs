@@ -64,8 +64,46 @@ pub struct Phase {
     /// Requests due together at its start.
     #[serde(default)]
     pub burst: u64,
+    /// How arrivals are spaced: `uniform` (default: exactly `1/rate` apart) or `poisson`
+    /// (exponential gaps at the same mean rate, as independent users arrive).
+    #[serde(default)]
+    pub arrivals: Arrivals,
     /// Which paths it asks for.
     pub keys: Keys,
+    /// Each arrival is a viewer playing `keys` (a master playlist) with the ABR player,
+    /// instead of one request.
+    #[serde(default)]
+    pub viewers: Option<Viewers>,
+}
+
+/// How a phase's arrivals are spaced.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrivals {
+    /// Evenly.
+    #[default]
+    Uniform,
+    /// A (non-homogeneous) Poisson process with the phase's rate.
+    Poisson,
+}
+
+/// Viewer sessions of a `viewers` phase.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Viewers {
+    /// Segments each viewer plays (default 10).
+    #[serde(default = "default_viewer_segments")]
+    pub segments: u64,
+    /// Media seconds per wall second (default 4).
+    #[serde(default = "default_viewer_speed")]
+    pub speed: f64,
+}
+
+fn default_viewer_segments() -> u64 {
+    10
+}
+fn default_viewer_speed() -> f64 {
+    4.0
 }
 
 /// The paths a phase asks for.
@@ -119,7 +157,9 @@ impl Plan {
             rate: r,
             rate_to: None,
             burst: 0,
+            arrivals: Arrivals::Uniform,
             keys: keys.clone(),
+            viewers: None,
         };
         Self {
             phases: vec![
@@ -182,13 +222,23 @@ impl Plan {
 
 impl Phase {
     /// Offsets from the phase's start at which its requests are due, in order: the burst
-    /// at 0, then one request every `1/rate(t)` (a ramp integrates its rate linearly).
-    pub fn offsets(&self) -> impl Iterator<Item = Duration> + '_ {
+    /// at 0, then one request every `1/rate(t)` (a ramp integrates its rate linearly), or
+    /// with exponential gaps for Poisson arrivals (drawn from `seed`).
+    pub fn offsets(&self, seed: u64) -> impl Iterator<Item = Duration> + '_ {
         let t_end = self.duration.get().as_secs_f64();
         let (r0, r1) = (self.rate, self.rate_to.unwrap_or(self.rate));
         let burst = (0..self.burst).map(|_| Duration::ZERO);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let poisson = self.arrivals == Arrivals::Poisson;
+        // Arrivals are evenly spaced in "expected count" N; Poisson ones have unit-mean
+        // exponential gaps there, so the rate follows the ramp either way.
+        let mut n = 0.0f64;
         let paced = (0u64..).map_while(move |i| {
-            let n = i as f64;
+            if poisson {
+                n += -(1.0 - rng.f64()).ln();
+            } else {
+                n = i as f64;
+            }
             // N(t) = r0·t + (r1 − r0)·t²/(2T); the i-th request is due where N(t) = i.
             let a = (r1 - r0) / (2.0 * t_end.max(1e-9));
             let t = if a.abs() < 1e-12 {
@@ -288,24 +338,36 @@ mod tests {
             rate,
             rate_to,
             burst,
+            arrivals: Arrivals::Uniform,
             keys: Keys::Fixed { path: "/a".into() },
+            viewers: None,
         }
     }
 
     #[test]
     fn constant_ramps_and_bursts_are_due_when_they_should_be() {
-        let c: Vec<_> = phase(4.0, None, 2, 0).offsets().collect();
+        let c: Vec<_> = phase(4.0, None, 2, 0).offsets(0).collect();
         assert_eq!(c.len(), 8);
         assert_eq!(c[1], Duration::from_millis(250));
         // A ramp from 0 to 100/s over 10 s sends the area under it: 500 requests, more of
         // them late than early.
-        let r: Vec<_> = phase(0.0, Some(100.0), 10, 0).offsets().collect();
+        let r: Vec<_> = phase(0.0, Some(100.0), 10, 0).offsets(0).collect();
         assert!((499..=501).contains(&r.len()), "{}", r.len());
         let first_half = r.iter().filter(|t| **t < Duration::from_secs(5)).count();
         assert!((124..=126).contains(&first_half), "{first_half}");
-        let b: Vec<_> = phase(0.0, None, 1, 50).offsets().collect();
+        let b: Vec<_> = phase(0.0, None, 1, 50).offsets(0).collect();
         assert_eq!(b.len(), 50);
         assert!(b.iter().all(|t| t.is_zero()));
+        // Poisson arrivals at 200/s for 10 s: about 2,000, gaps irregular, mean 5 ms.
+        let mut p = phase(200.0, None, 10, 0);
+        p.arrivals = Arrivals::Poisson;
+        let a: Vec<_> = p.offsets(3).collect();
+        assert!((1850..2150).contains(&a.len()), "{}", a.len());
+        let gaps: Vec<f64> = a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let short = gaps.iter().filter(|g| **g < 0.005).count() as f64 / gaps.len() as f64;
+        // P(gap < mean) = 1 − 1/e ≈ 0.63 for exponential gaps; 0 or 1 for even ones.
+        assert!((0.58..0.68).contains(&short), "{short}");
+        assert_eq!(p.offsets(3).count(), a.len(), "seeded: the same run twice");
     }
 
     #[test]
@@ -316,7 +378,7 @@ mod tests {
             alpha: 0.9,
         };
         let s = Plan::spike(10.0, 10.0, [Duration::from_secs(2); 3], keys.clone());
-        let n: Vec<usize> = s.phases.iter().map(|p| p.offsets().count()).collect();
+        let n: Vec<usize> = s.phases.iter().map(|p| p.offsets(0).count()).collect();
         assert_eq!(n, [20, 200, 20]);
         let t = Plan::from_toml(
             r#"
@@ -334,7 +396,7 @@ mod tests {
         )
         .expect("plan");
         assert_eq!(t.phases[0].keys, keys);
-        assert_eq!(t.phases[1].offsets().count(), 500);
+        assert_eq!(t.phases[1].offsets(0).count(), 500);
         assert_eq!(t.duration(), Duration::from_secs(3));
         for (bad, want) in [
             ("max_inflight = 1", "phase"),

@@ -49,6 +49,23 @@ pub fn table(r: &Results) -> String {
     for p in &r.phases {
         let _ = writeln!(out, "| {} |", cells(p).join(" | "));
     }
+    if !r.viewers.is_empty() {
+        out.push_str("\n| viewers phase | sessions | failed | segments | segment hits | QoE/4 s | stalls | startup p50 s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for v in &r.viewers {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1}% | {:.2} | {} | {:.2} |",
+                v.phase,
+                v.sessions,
+                v.failed,
+                v.segments,
+                100.0 * v.hits as f64 / v.segments.max(1) as f64,
+                v.qoe_4s,
+                v.stalls,
+                v.startup_p50_s
+            );
+        }
+    }
     out
 }
 
@@ -171,6 +188,32 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The viewers' sessions, if the run had any.
+fn viewer_table(r: &Results) -> String {
+    if r.viewers.is_empty() {
+        return String::new();
+    }
+    let mut t = String::from(
+        "<h2>Viewers</h2><table><tr><th>phase</th><th>sessions</th><th>failed</th><th>segments</th><th>segment hits</th><th>QoE/4 s</th><th>stalls</th><th>startup p50 s</th></tr>",
+    );
+    for v in &r.viewers {
+        let _ = write!(
+            t,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{:.2}</td><td>{}</td><td>{:.2}</td></tr>",
+            escape(&v.phase),
+            v.sessions,
+            v.failed,
+            v.segments,
+            100.0 * v.hits as f64 / v.segments.max(1) as f64,
+            v.qoe_4s,
+            v.stalls,
+            v.startup_p50_s
+        );
+    }
+    t.push_str("</table>");
+    t
+}
+
 /// The report: summary table and five charts (rate, latency, errors, hit ratio, origin
 /// load), with the spike shaded.
 pub fn html(title: &str, r: &Results) -> String {
@@ -280,9 +323,10 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 figure{{margin:18px 0}}figcaption{{font-weight:bold}}.legend{{font-size:12px;margin:2px 0 0 60px}}\
 </style></head><body><h1>{t}</h1><p>Latency is counted from each request's intended send time \
 (open loop). Spike phases are shaded. {paths} distinct paths.</p><table><tr>{head}</tr>{rows}</table>\
-{charts}</body></html>\n",
+{viewers}{charts}</body></html>\n",
         t = escape(title),
         paths = r.distinct_paths,
+        viewers = viewer_table(r),
         charts = charts.concat(),
     )
 }

@@ -108,6 +108,63 @@ pub struct Results {
     pub timeline: Vec<Second>,
     /// Distinct paths asked for.
     pub distinct_paths: u64,
+    /// Per `viewers` phase: the sessions' outcome.
+    pub viewers: Vec<ViewerSummary>,
+}
+
+/// The viewers of one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewerSummary {
+    /// The phase.
+    pub phase: String,
+    /// Sessions that played to the end.
+    pub sessions: u64,
+    /// Sessions that failed (an error, or a segment that did not check out).
+    pub failed: u64,
+    /// Segments played.
+    pub segments: u64,
+    /// Of which cache hits.
+    pub hits: u64,
+    /// Mean QoE per 4 s of media.
+    pub qoe_4s: f64,
+    /// Stalls after startup, all sessions.
+    pub stalls: u64,
+    /// Median startup, media seconds.
+    pub startup_p50_s: f64,
+    #[serde(skip)]
+    startups: Vec<f64>,
+}
+
+impl ViewerSummary {
+    fn new(phase: &str) -> Self {
+        Self {
+            phase: phase.to_string(),
+            sessions: 0,
+            failed: 0,
+            segments: 0,
+            hits: 0,
+            qoe_4s: 0.0,
+            stalls: 0,
+            startup_p50_s: 0.0,
+            startups: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, r: Option<shoal_client::player::PlayReport>) {
+        let Some(r) = r else {
+            self.failed += 1;
+            return;
+        };
+        let n = self.sessions as f64;
+        self.sessions += 1;
+        self.segments += r.segments;
+        self.hits += r.hits;
+        self.stalls += r.qoe.stalls;
+        self.qoe_4s = (self.qoe_4s * n + r.qoe.qoe_4s) / (n + 1.0);
+        self.startups.push(r.qoe.startup_s);
+        self.startups.sort_by(f64::total_cmp);
+        self.startup_p50_s = self.startups[self.startups.len() / 2];
+    }
 }
 
 #[derive(Debug)]
@@ -245,15 +302,37 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     // Distinct paths, by hash: counted here, off the requests' path.
     let mut distinct = std::collections::HashSet::new();
     let hasher = std::hash::RandomState::new();
+    let mut sessions = tokio::task::JoinSet::new();
+    let viewer_stats: Vec<Arc<Mutex<ViewerSummary>>> = plan
+        .phases
+        .iter()
+        .map(|p| Arc::new(Mutex::new(ViewerSummary::new(&p.name))))
+        .collect();
     'phases: for (pi, phase) in plan.phases.iter().enumerate() {
         let keys = &mut sources[pi];
-        for off in phase.offsets() {
+        for off in phase.offsets(opts.seed ^ ((pi as u64) << 32)) {
             if sent >= plan.max_requests {
                 break 'phases;
             }
             let due = phase_start + off;
             if due > Instant::now() {
                 tokio::time::sleep_until(due).await;
+            }
+            if let Some(v) = &phase.viewers {
+                // A viewer joins: a whole player session, counted by the phase's viewers.
+                let cfg = shoal_client::player::PlayConfig {
+                    segments: v.segments,
+                    speed: v.speed,
+                    ..Default::default()
+                };
+                let (client, master, stats) =
+                    (client.clone(), keys.next_path(), viewer_stats[pi].clone());
+                sent += 1;
+                sessions.spawn(async move {
+                    let r = shoal_client::player::play(&client, &master, &cfg).await;
+                    stats.lock().unwrap_or_else(|e| e.into_inner()).add(r.ok());
+                });
+                continue;
             }
             let second = (due - start).as_secs() as usize;
             let path = keys.next_path();
@@ -295,6 +374,8 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     // Every queued request answers or times out; then the workers end.
     drop(queues);
     while workers.join_next().await.is_some() {}
+    // Viewers finish their sessions (each bounded by its segments and the client timeout).
+    while sessions.join_next().await.is_some() {}
     tokio::time::sleep_until(phase_start.max(Instant::now())).await;
     let _ = stop_tx.send(true);
     let _ = scraper.await;
@@ -305,6 +386,13 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     let scraped = scraped.lock().unwrap_or_else(|e| e.into_inner());
     let mut r = results(plan, &rec, &scraped);
     r.distinct_paths = distinct.len() as u64;
+    r.viewers = plan
+        .phases
+        .iter()
+        .zip(&viewer_stats)
+        .filter(|(p, _)| p.viewers.is_some())
+        .map(|(_, v)| v.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .collect();
     Ok(r)
 }
 
@@ -598,6 +686,7 @@ fn results(plan: &Plan, rec: &Recorder, scraped: &[Option<(f64, f64)>]) -> Resul
         phases,
         timeline,
         distinct_paths: 0,
+        viewers: Vec::new(),
     }
 }
 

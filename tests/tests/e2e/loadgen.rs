@@ -204,3 +204,58 @@ async fn a_burst_of_5000_connections_is_accepted_and_answered() {
     assert_eq!(ok, 5000, "failures: {:?}", &failed[..failed.len().min(5)]);
     c.shutdown().await;
 }
+
+/// The `viewers` scenario: viewers join a VOD ladder by a Poisson process (3 a second),
+/// then a spike of joins (15 a second); every session plays its segments, each checked,
+/// and later viewers find the segments cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_joining_by_a_poisson_process_with_a_spike_of_joins() {
+    let mut s = spec(1, 2, false);
+    s.origin.ladders = vec![shoal_cache_core::video::LadderConfig::named("v")];
+    let c = Cluster::start(s).await.expect("cluster");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let plan = Plan::from_toml(
+        r#"
+        [[phase]]
+        name = "joins"
+        duration = "2s"
+        rate = 3
+        arrivals = "poisson"
+        keys = { kind = "fixed", path = "/video/v/master.m3u8" }
+        viewers = { segments = 6, speed = 10 }
+        [[phase]]
+        name = "join-spike"
+        duration = "1s"
+        rate = 15
+        arrivals = "poisson"
+        keys = { kind = "fixed", path = "/video/v/master.m3u8" }
+        viewers = { segments = 6, speed = 10 }
+        "#,
+    )
+    .expect("plan");
+    let target = Target::Region(c.client(0).expect("client"));
+    let opts = Options {
+        metrics: Vec::new(),
+        progress: false,
+        seed: 5,
+    };
+    let r = run::run(&plan, &target, &opts).await.expect("run");
+    println!("{}", report::table(&r));
+    assert_eq!(r.viewers.len(), 2);
+    let (joins, spike) = (&r.viewers[0], &r.viewers[1]);
+    assert_eq!(joins.failed + spike.failed, 0, "{r:?}");
+    assert!(
+        joins.sessions >= 1 && spike.sessions > joins.sessions / 2,
+        "{r:?}"
+    );
+    for v in &r.viewers {
+        assert_eq!(v.segments, v.sessions * 6, "{v:?}");
+    }
+    assert!(
+        spike.hits > 0,
+        "later viewers are served from cache: {spike:?}"
+    );
+    let html = report::html("viewers", &r);
+    assert!(html.contains("<h2>Viewers</h2>"));
+    c.shutdown().await;
+}
