@@ -172,6 +172,9 @@ enum Command {
         /// Send to the edges in turn instead of to each key's owner.
         #[arg(long)]
         round_robin: bool,
+        /// HTTP/2 (h2c) instead of HTTP/1.1.
+        #[arg(long)]
+        http2: bool,
         /// Scenario file: `[[phase]]` tables (name, duration, rate, rate_to, burst, keys).
         #[arg(long)]
         scenario: Option<PathBuf>,
@@ -539,6 +542,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             edges,
             config,
             round_robin,
+            http2,
             scenario,
             rate,
             factor,
@@ -568,6 +572,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     plan
                 }
             };
+            let mut plan = plan;
+            plan.http2 |= http2;
             let target = if round_robin {
                 let addrs = if edges.is_empty() {
                     bail!("--round-robin needs the region's edges (--edge id=addr)");

@@ -30,6 +30,10 @@ pub struct Plan {
     /// Keep-alive connections per edge (default 64).
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// HTTP/2 (h2c, prior knowledge) instead of HTTP/1.1: each connection carries up to
+    /// its share of `max_inflight` requests at once as streams.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 fn default_connections() -> usize {
@@ -171,6 +175,7 @@ impl Plan {
             timeout: default_timeout(),
             max_inflight: default_max_inflight(),
             connections: default_connections(),
+            http2: false,
         }
     }
 

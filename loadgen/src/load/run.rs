@@ -290,7 +290,18 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
         let mut qs = Vec::new();
         for _ in 0..plan.connections {
             let (tx, rx) = tokio::sync::mpsc::channel(per_conn);
-            workers.spawn(worker(addr, host.clone(), rx, rec.clone(), timeout));
+            if plan.http2 {
+                workers.spawn(worker_h2(
+                    addr,
+                    host.clone(),
+                    rx,
+                    rec.clone(),
+                    timeout,
+                    per_conn,
+                ));
+            } else {
+                workers.spawn(worker(addr, host.clone(), rx, rec.clone(), timeout));
+            }
             qs.push(tx);
         }
         queues.push(qs);
@@ -427,6 +438,113 @@ async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     Ok(send)
 }
 
+type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+async fn connect_h2(addr: SocketAddr) -> Result<H2, String> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// Sends one request and reads its body: its outcome, and whether the connection must go.
+async fn exchange<F, B>(send: F, path: &str, host: &http::HeaderValue) -> (Outcome, bool)
+where
+    F: FnOnce(http::Request<http_body_util::Empty<bytes::Bytes>>) -> B,
+    B: std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+{
+    let Ok(req) = http::Request::get(path)
+        .header(http::header::HOST, host.clone())
+        .body(http_body_util::Empty::new())
+    else {
+        return (Outcome::Error("4xx"), false);
+    };
+    let Ok(resp) = send(req).await else {
+        return (Outcome::Error("connect"), true);
+    };
+    let status = resp.status();
+    let hit = resp
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("; hit"));
+    if resp.into_body().collect().await.is_err() {
+        return (Outcome::Error("connect"), true);
+    }
+    let outcome = if status.is_server_error() {
+        Outcome::Error("5xx")
+    } else if status.is_client_error() {
+        Outcome::Error("4xx")
+    } else {
+        Outcome::Ok { hit }
+    };
+    (outcome, false)
+}
+
+/// One HTTP/2 connection: its queue's requests as concurrent streams (at most `streams`
+/// at once), reconnecting after an error.
+async fn worker_h2(
+    addr: SocketAddr,
+    host: http::HeaderValue,
+    mut rx: tokio::sync::mpsc::Receiver<Job>,
+    rec: Arc<Mutex<Recorder>>,
+    timeout: Duration,
+    streams: usize,
+) {
+    let mut conn: Option<H2> = None;
+    let limit = Arc::new(tokio::sync::Semaphore::new(streams));
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(job) = rx.recv().await {
+        while tasks.try_join_next().is_some() {}
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            conn = connect_h2(addr).await.ok();
+        }
+        let Some(c) = conn.clone() else {
+            let latency = Instant::now().saturating_duration_since(job.due);
+            record(
+                &rec,
+                job.second,
+                job.phase,
+                latency,
+                &Outcome::Error("connect"),
+            );
+            continue;
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let (rec, host) = (rec.clone(), host.clone());
+        tasks.spawn(async move {
+            let mut c = c;
+            let r = tokio::time::timeout(timeout, async {
+                if c.ready().await.is_err() {
+                    return Outcome::Error("connect");
+                }
+                exchange(|req| c.send_request(req), &job.path, &host)
+                    .await
+                    .0
+            })
+            .await
+            .unwrap_or(Outcome::Error("timeout"));
+            let latency = Instant::now().saturating_duration_since(job.due);
+            record(&rec, job.second, job.phase, latency, &r);
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
 /// One keep-alive connection: its queue's requests, one at a time, reconnecting after an
 /// error.
 async fn worker(
@@ -449,33 +567,11 @@ async fn worker(
                 conn = None;
                 return Outcome::Error("connect");
             }
-            let Ok(req) = http::Request::get(job.path.as_str())
-                .header(http::header::HOST, host.clone())
-                .body(http_body_util::Empty::new())
-            else {
-                return Outcome::Error("4xx");
-            };
-            let Ok(resp) = c.send_request(req).await else {
+            let (outcome, broken) = exchange(|req| c.send_request(req), &job.path, &host).await;
+            if broken {
                 conn = None;
-                return Outcome::Error("connect");
-            };
-            let status = resp.status();
-            let hit = resp
-                .headers()
-                .get("cache-status")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("; hit"));
-            if resp.into_body().collect().await.is_err() {
-                conn = None;
-                return Outcome::Error("connect");
             }
-            if status.is_server_error() {
-                Outcome::Error("5xx")
-            } else if status.is_client_error() {
-                Outcome::Error("4xx")
-            } else {
-                Outcome::Ok { hit }
-            }
+            outcome
         })
         .await
         .unwrap_or_else(|_| {

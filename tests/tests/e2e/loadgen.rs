@@ -259,3 +259,46 @@ async fn viewers_joining_by_a_poisson_process_with_a_spike_of_joins() {
     assert!(html.contains("<h2>Viewers</h2>"));
     c.shutdown().await;
 }
+
+/// The same generator over HTTP/2 (h2c, the edges' prior-knowledge listener): a second of
+/// 500 requests/s over 2 connections per edge, every one answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_over_http2_is_answered() {
+    let c = Cluster::start(spec(1, 2, false)).await.expect("cluster");
+    for i in 0..20 {
+        c.store()
+            .put(&format!("/h/{i}"), bytes::Bytes::from_static(b"h2"), None)
+            .expect("put");
+    }
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let mut plan = Plan::from_toml(
+        r#"
+        connections = 2
+        http2 = true
+        [[phase]]
+        name = "h2"
+        duration = "1s"
+        rate = 500
+        keys = { kind = "uniform", prefix = "/h/", objects = 20 }
+        "#,
+    )
+    .expect("plan");
+    let target = Target::Region(c.client(0).expect("client"));
+    let opts = Options {
+        metrics: Vec::new(),
+        progress: false,
+        seed: 9,
+    };
+    let r = run::run(&plan, &target, &opts).await.expect("run");
+    assert_eq!((r.phases[0].sent, r.phases[0].ok), (500, 500), "{r:?}");
+    assert!(r.phases[0].hit_ratio > 0.9, "{r:?}");
+    // And the same plan over HTTP/1.1, for comparison in the output.
+    plan.http2 = false;
+    let r1 = run::run(&plan, &target, &opts).await.expect("run");
+    assert_eq!(r1.phases[0].ok, 500);
+    println!(
+        "h2 p99 {:.2} ms, h1 p99 {:.2} ms",
+        r.phases[0].p99_ms, r1.phases[0].p99_ms
+    );
+    c.shutdown().await;
+}
