@@ -135,13 +135,17 @@ pub enum Keys {
         /// Skew (0.6–1.2 is typical of web and CDN traffic).
         alpha: f64,
     },
-    /// `prefix` + the object ids of a trace in the `shared/traces` format, in its order,
-    /// sent at the phase's rate (the trace's own timestamps are not used).
+    /// `prefix` + the object ids of a trace in the `shared/traces` format, in its order:
+    /// at the phase's rate, or, with `speed`, at the trace's own timestamps divided by
+    /// `speed` (requests sharing a timestamp spread evenly over its second).
     Trace {
         /// Path prefix.
         prefix: String,
         /// The trace file.
         file: PathBuf,
+        /// Replay at the trace's timestamps, this many times faster.
+        #[serde(default)]
+        speed: Option<f64>,
     },
 }
 
@@ -210,6 +214,9 @@ impl Plan {
                 Keys::Zipf { alpha, .. } if !(alpha.is_finite() && *alpha > 0.0) => {
                     return bad(format!("phase {:?}: alpha must be positive", p.name));
                 }
+                Keys::Trace { speed: Some(s), .. } if !(s.is_finite() && *s > 0.0) => {
+                    return bad(format!("phase {:?}: speed must be positive", p.name));
+                }
                 Keys::Fixed { path } if !path.starts_with('/') => {
                     return bad(format!("phase {:?}: path must start with /", p.name));
                 }
@@ -266,6 +273,7 @@ impl Phase {
 pub struct KeySource {
     kind: Source,
     rng: fastrand::Rng,
+    timed: Option<Vec<Duration>>,
 }
 
 #[derive(Debug)]
@@ -277,9 +285,30 @@ enum Source {
     Trace(String, Vec<u32>, usize),
 }
 
+/// A trace's timestamps as offsets from its first, `speed` times faster; requests that
+/// share a timestamp are spread evenly over its second.
+pub fn trace_offsets(times: &[u64], speed: f64) -> Vec<Duration> {
+    let Some(&t0) = times.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(times.len());
+    let mut i = 0;
+    while i < times.len() {
+        let run = times[i..].iter().take_while(|t| **t == times[i]).count();
+        let base = times[i].saturating_sub(t0) as f64;
+        for j in 0..run {
+            let secs = (base + j as f64 / run as f64) / speed;
+            out.push(Duration::from_secs_f64(secs.max(0.0)));
+        }
+        i += run;
+    }
+    out
+}
+
 impl KeySource {
     /// A source for `keys`, seeded.
     pub fn new(keys: &Keys, seed: u64) -> Result<Self, LoadgenError> {
+        let mut timed = None;
         let kind = match keys {
             Keys::Fixed { path } => Source::Fixed(path.clone()),
             Keys::Uniform { prefix, objects } => Source::Uniform(prefix.clone(), *objects),
@@ -301,16 +330,27 @@ impl KeySource {
                 cdf.iter_mut().for_each(|c| *c /= sum);
                 Source::Zipf(prefix.clone(), cdf)
             }
-            Keys::Trace { prefix, file } => {
+            Keys::Trace {
+                prefix,
+                file,
+                speed,
+            } => {
                 let t = crate::replay::trace::Trace::load(file)?;
                 let ids = t.requests.iter().map(|r| r.object).collect();
+                timed = speed.map(|s| trace_offsets(&t.times, s));
                 Source::Trace(prefix.clone(), ids, 0)
             }
         };
         Ok(Self {
             kind,
             rng: fastrand::Rng::with_seed(seed),
+            timed,
         })
+    }
+
+    /// For a trace replayed at its own timestamps: when each request is due.
+    pub fn timed(&mut self) -> Option<Vec<Duration>> {
+        self.timed.take()
     }
 
     /// The next path.
@@ -421,6 +461,14 @@ mod tests {
             let e = Plan::from_toml(bad).expect_err(bad).to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn trace_timestamps_replay_scaled_and_spread_over_their_second() {
+        let t = trace_offsets(&[10, 10, 11, 13, 13, 13, 13], 2.0);
+        let ms: Vec<u128> = t.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [0, 250, 500, 1500, 1625, 1750, 1875]);
+        assert!(trace_offsets(&[], 1.0).is_empty());
     }
 
     #[test]

@@ -321,7 +321,15 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
         .collect();
     'phases: for (pi, phase) in plan.phases.iter().enumerate() {
         let keys = &mut sources[pi];
-        for off in phase.offsets(opts.seed ^ ((pi as u64) << 32)) {
+        // A trace replayed at its own timestamps sets the times; otherwise the phase's rate.
+        let offsets: Box<dyn Iterator<Item = Duration> + Send + '_> = match keys.timed() {
+            Some(times) => {
+                let end = phase.duration.get();
+                Box::new(times.into_iter().take_while(move |t| *t < end))
+            }
+            None => Box::new(phase.offsets(opts.seed ^ ((pi as u64) << 32))),
+        };
+        for off in offsets {
             if sent >= plan.max_requests {
                 break 'phases;
             }

@@ -401,6 +401,7 @@ mod tests {
             name: "t".into(),
             requests: ids.iter().map(|&object| Request { object, size }).collect(),
             object_sizes: vec![size; distinct],
+            times: (0..ids.len() as u64).collect(),
         }
     }
 

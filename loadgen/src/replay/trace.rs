@@ -26,6 +26,8 @@ pub struct Trace {
     pub requests: Vec<Request>,
     /// Size of each distinct object, by dense index.
     pub object_sizes: Vec<u64>,
+    /// Each request's timestamp (seconds, or the trace's own ordinal; see its README).
+    pub times: Vec<u64>,
 }
 
 impl Trace {
@@ -70,7 +72,7 @@ impl Trace {
                 reason,
             };
             let mut fields = line.split(|&b| b == b',');
-            let (Some(_ts), Some(id), Some(size), None) =
+            let (Some(ts), Some(id), Some(size), None) =
                 (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 return Err(err("expected 3 fields: timestamp,object_id,size".into()));
@@ -93,6 +95,9 @@ impl Trace {
                 t.object_sizes.push(size);
             }
             t.requests.push(Request { object, size });
+            // An unreadable timestamp repeats the previous one (they are informational).
+            let at = parse_u64(ts).unwrap_or_else(|| t.times.last().copied().unwrap_or(0));
+            t.times.push(at);
         }
         if t.requests.is_empty() {
             return Err(LoadgenError::EmptyTrace(name.to_string()));
