@@ -41,10 +41,10 @@ enum Command {
         /// Video viewers per region (0: none).
         #[arg(long, default_value_t = 8)]
         players: usize,
-        /// Length of each phase of the object-traffic spike (baseline, 10× spike, after);
-        /// `0s`: no spike.
-        #[arg(long, default_value = "5s")]
-        spike_phase: shoal_cache_core::size::HumanDuration,
+        /// Length of the object-traffic spike run, split evenly into baseline, 10× spike
+        /// and after (the rest of the demo takes a few seconds); `0s`: no spike.
+        #[arg(long, default_value = "15s")]
+        duration: shoal_cache_core::size::HumanDuration,
         /// Baseline requests per second per region of the spike (10× during it).
         #[arg(long, default_value_t = 100.0)]
         spike_rate: f64,
@@ -377,13 +377,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             concurrency,
             purges,
             players,
-            spike_phase,
+            duration,
             spike_rate,
             json,
         } => {
-            let spike = (!spike_phase.get().is_zero()).then(|| shoal_loadgen::demo::SpikeConfig {
+            let phase = duration.get() / 3;
+            let spike = (!phase.is_zero()).then(|| shoal_loadgen::demo::SpikeConfig {
                 rate: spike_rate,
-                phase: spike_phase.get(),
+                phase,
                 ..Default::default()
             });
             let report = shoal_loadgen::demo::run(shoal_loadgen::demo::DemoConfig {
