@@ -38,7 +38,7 @@ sleep 0.3
 WRK=$(taskset -c 0 wrk -t1 -c64 -d"${DUR}s" http://127.0.0.1:18090/ | awk '/Requests\/sec/ {print $2}')
 echo "wrk (1 thread, 64 connections, closed loop): ${WRK} req/s"
 best=0
-for rate in 10000 20000 30000 40000 50000 60000 80000 100000; do
+for rate in 20000 40000 50000 60000 70000 80000 90000 100000 120000; do
   cat > "$W/plan.toml" <<PLAN
 timeout = "2s"
 [[phase]]
