@@ -320,12 +320,17 @@ impl RegionClient {
         &self.host
     }
 
-    /// The index in [`Self::edges`] of the first live-or-not candidate for
-    /// `path_and_query` (its owner), by the edges' own routing.
-    pub fn owner_index(&self, path_and_query: &str) -> Option<usize> {
-        let key = self.map.key(&self.host, path_and_query).ok()?;
-        let owner = self.map.owner(&key)?;
-        self.edges.iter().position(|(id, _)| id == owner)
+    /// Indices in [`Self::edges`] of the edges that may serve `path_and_query`, in the
+    /// order [`Self::get`] tries them (its owner first), by the edges' own routing.
+    pub fn candidate_indices(&self, path_and_query: &str) -> Vec<usize> {
+        let Ok(key) = self.map.key(&self.host, path_and_query) else {
+            return Vec::new();
+        };
+        self.map
+            .candidates(&key)
+            .into_iter()
+            .filter_map(|node| self.edges.iter().position(|(id, _)| id == node))
+            .collect()
     }
 
     /// The owner edge id of `path_and_query`.

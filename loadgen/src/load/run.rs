@@ -286,13 +286,15 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     let per_conn = (plan.max_inflight / (addrs.len() * plan.connections).max(1)).max(1);
     let mut queues: Vec<Vec<tokio::sync::mpsc::Sender<Job>>> = Vec::new();
     let mut workers = tokio::task::JoinSet::new();
-    for &addr in &addrs {
+    let links: Vec<Arc<Link>> = addrs.iter().map(|&a| Arc::new(Link::new(a))).collect();
+    for link in &links {
+        let addr = link.clone();
         let mut qs = Vec::new();
         for _ in 0..plan.connections {
             let (tx, rx) = tokio::sync::mpsc::channel(per_conn);
             if plan.http2 {
                 workers.spawn(worker_h2(
-                    addr,
+                    addr.clone(),
                     host.clone(),
                     rx,
                     rec.clone(),
@@ -300,7 +302,7 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
                     per_conn,
                 ));
             } else {
-                workers.spawn(worker(addr, host.clone(), rx, rec.clone(), timeout));
+                workers.spawn(worker(addr.clone(), host.clone(), rx, rec.clone(), timeout));
             }
             qs.push(tx);
         }
@@ -358,12 +360,23 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
             distinct.insert(hasher.hash_one(&path));
             sent += 1;
             turn = turn.wrapping_add(1);
+            // The owner (or the next edge in turn), skipping an edge that just refused a
+            // connection, as the region client fails over.
             let edge = if addrs.len() == 1 {
                 0
-            } else if routed {
-                client.owner_index(&path).unwrap_or(turn % addrs.len())
             } else {
-                turn % addrs.len()
+                let order = if routed {
+                    client.candidate_indices(&path)
+                } else {
+                    (0..addrs.len()).map(|k| (turn + k) % addrs.len()).collect()
+                };
+                let now = Instant::now();
+                order
+                    .iter()
+                    .copied()
+                    .find(|&i| !links[i].is_down(now))
+                    .or(order.first().copied())
+                    .unwrap_or(turn % addrs.len())
             };
             let qs = &queues[edge];
             let mut job = Job {
@@ -419,6 +432,40 @@ fn record(rec: &Mutex<Recorder>, second: usize, phase: usize, latency: Duration,
     rec.lock()
         .unwrap_or_else(|e| e.into_inner())
         .record(second, phase, latency, o);
+}
+
+/// One edge the workers connect to; refusing a connection marks it down for a second, so
+/// the dispatcher sends its keys to the next candidate meanwhile.
+#[derive(Debug)]
+struct Link {
+    addr: SocketAddr,
+    base: Instant,
+    /// Milliseconds after `base` until which it counts as down.
+    down_until: std::sync::atomic::AtomicU64,
+}
+
+impl Link {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            base: Instant::now(),
+            down_until: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark_down(&self) {
+        let until = self.ms(Instant::now()) + 1000;
+        self.down_until
+            .store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_down(&self, now: Instant) -> bool {
+        self.ms(now) < self.down_until.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A request for a connection worker.
@@ -503,7 +550,7 @@ where
 /// One HTTP/2 connection: its queue's requests as concurrent streams (at most `streams`
 /// at once), reconnecting after an error.
 async fn worker_h2(
-    addr: SocketAddr,
+    link: Arc<Link>,
     host: http::HeaderValue,
     mut rx: tokio::sync::mpsc::Receiver<Job>,
     rec: Arc<Mutex<Recorder>>,
@@ -516,7 +563,10 @@ async fn worker_h2(
     while let Some(job) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            conn = connect_h2(addr).await.ok();
+            conn = connect_h2(link.addr).await.ok();
+            if conn.is_none() {
+                link.mark_down();
+            }
         }
         let Some(c) = conn.clone() else {
             let latency = Instant::now().saturating_duration_since(job.due);
@@ -556,7 +606,7 @@ async fn worker_h2(
 /// One keep-alive connection: its queue's requests, one at a time, reconnecting after an
 /// error.
 async fn worker(
-    addr: SocketAddr,
+    link: Arc<Link>,
     host: http::HeaderValue,
     mut rx: tokio::sync::mpsc::Receiver<Job>,
     rec: Arc<Mutex<Recorder>>,
@@ -566,7 +616,10 @@ async fn worker(
     while let Some(job) = rx.recv().await {
         let outcome = tokio::time::timeout(timeout, async {
             if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                conn = connect(addr).await.ok();
+                conn = connect(link.addr).await.ok();
+                if conn.is_none() {
+                    link.mark_down();
+                }
             }
             let Some(c) = conn.as_mut() else {
                 return Outcome::Error("connect");

@@ -343,3 +343,40 @@ async fn a_trace_replays_at_its_timestamps_time_scaled() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     c.shutdown().await;
 }
+
+/// An edge that dies before the run: its keys go to the next edge on the ring, as the region
+/// client fails over. Only the first requests to it fail (each connection that finds it
+/// gone marks it down for a second), not its whole share of the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
+    let mut c = Cluster::start(spec(1, 2, false)).await.expect("cluster");
+    for i in 0..50 {
+        c.store()
+            .put(&format!("/d/{i}"), bytes::Bytes::from_static(b"d"), None)
+            .expect("put");
+    }
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let target = Target::Region(c.client(0).expect("client"));
+    c.kill_edge(0, 1);
+    let keys = Keys::Uniform {
+        prefix: "/d/".into(),
+        objects: 50,
+    };
+    let mut plan = Plan::spike(300.0, 1.0, [Duration::from_millis(700); 3], keys);
+    plan.connections = 4;
+    let opts = Options {
+        metrics: Vec::new(),
+        progress: false,
+        seed: 2,
+    };
+    let r = run::run(&plan, &target, &opts).await.expect("run");
+    let (sent, errors): (u64, u64) = r
+        .phases
+        .iter()
+        .fold((0, 0), |(s, e), p| (s + p.sent, e + p.errors));
+    println!("{errors} errors of {sent} with one of two edges dead");
+    assert!(sent >= 600, "{sent}");
+    // Without failover about half would fail; a handful of probes per second remain.
+    assert!(errors * 10 < sent, "{errors} of {sent}");
+    c.shutdown().await;
+}
