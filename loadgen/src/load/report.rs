@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::run::{PhaseSummary, Results, Second};
+use super::run::{PhaseSummary, Results, Second, ViewerSummary};
 
 /// The summary's columns.
 const COLUMNS: [&str; 12] = [
@@ -41,32 +41,75 @@ fn cells(p: &PhaseSummary) -> [String; 12] {
 
 /// The per-phase table (Markdown).
 pub fn table(r: &Results) -> String {
-    let mut out = format!(
-        "| {} |\n|---|{}\n",
-        COLUMNS.join(" | "),
-        "---:|".repeat(COLUMNS.len() - 1)
-    );
-    for p in &r.phases {
-        let _ = writeln!(out, "| {} |", cells(p).join(" | "));
-    }
+    let mut out = markdown(&COLUMNS, r.phases.iter().map(cells));
     if !r.viewers.is_empty() {
-        out.push_str("\n| viewers phase | sessions | failed | segments | segment hits | QoE/4 s | stalls | startup p50 s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
-        for v in &r.viewers {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {:.1}% | {:.2} | {} | {:.2} |",
-                v.phase,
-                v.sessions,
-                v.failed,
-                v.segments,
-                100.0 * v.hits as f64 / v.segments.max(1) as f64,
-                v.qoe_4s,
-                v.stalls,
-                v.startup_p50_s
-            );
-        }
+        out.push('\n');
+        out.push_str(&markdown(
+            &VIEWER_COLUMNS,
+            r.viewers.iter().map(viewer_cells),
+        ));
     }
     out
+}
+
+/// The viewers table's columns.
+const VIEWER_COLUMNS: [&str; 8] = [
+    "viewers phase",
+    "sessions",
+    "failed",
+    "segments",
+    "segment hits",
+    "QoE/4 s",
+    "stalls",
+    "startup p50 s",
+];
+
+/// One viewers phase's cells, in [`VIEWER_COLUMNS`] order.
+fn viewer_cells(v: &ViewerSummary) -> [String; 8] {
+    [
+        v.phase.clone(),
+        v.sessions.to_string(),
+        v.failed.to_string(),
+        v.segments.to_string(),
+        format!("{:.1}%", 100.0 * v.hits as f64 / v.segments.max(1) as f64),
+        format!("{:.2}", v.qoe_4s),
+        v.stalls.to_string(),
+        format!("{:.2}", v.startup_p50_s),
+    ]
+}
+
+/// A Markdown table: the first column left-aligned, the rest right.
+fn markdown<const N: usize>(
+    columns: &[&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> String {
+    let mut out = format!(
+        "| {} |\n|---|{}\n",
+        columns.join(" | "),
+        "---:|".repeat(N - 1)
+    );
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    out
+}
+
+/// The same table in HTML, cells escaped.
+fn html_table<const N: usize>(
+    columns: &[&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> String {
+    let head: String = columns.iter().map(|c| format!("<th>{c}</th>")).collect();
+    let body: String = rows
+        .map(|row| {
+            let tds: String = row
+                .iter()
+                .map(|c| format!("<td>{}</td>", escape(c)))
+                .collect();
+            format!("<tr>{tds}</tr>")
+        })
+        .collect();
+    format!("<table><tr>{head}</tr>{body}</table>")
 }
 
 const W: f64 = 880.0;
@@ -193,25 +236,10 @@ fn viewer_table(r: &Results) -> String {
     if r.viewers.is_empty() {
         return String::new();
     }
-    let mut t = String::from(
-        "<h2>Viewers</h2><table><tr><th>phase</th><th>sessions</th><th>failed</th><th>segments</th><th>segment hits</th><th>QoE/4 s</th><th>stalls</th><th>startup p50 s</th></tr>",
-    );
-    for v in &r.viewers {
-        let _ = write!(
-            t,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{:.2}</td><td>{}</td><td>{:.2}</td></tr>",
-            escape(&v.phase),
-            v.sessions,
-            v.failed,
-            v.segments,
-            100.0 * v.hits as f64 / v.segments.max(1) as f64,
-            v.qoe_4s,
-            v.stalls,
-            v.startup_p50_s
-        );
-    }
-    t.push_str("</table>");
-    t
+    format!(
+        "<h2>Viewers</h2>{}",
+        html_table(&VIEWER_COLUMNS, r.viewers.iter().map(viewer_cells))
+    )
 }
 
 /// The report: summary table and five charts (rate, latency, errors, hit ratio, origin
@@ -304,25 +332,14 @@ pub fn html(title: &str, r: &Results) -> String {
             false,
         ),
     ];
-    let head: String = COLUMNS.iter().map(|c| format!("<th>{c}</th>")).collect();
-    let rows: String = r
-        .phases
-        .iter()
-        .map(|p| {
-            let tds: String = cells(p)
-                .iter()
-                .map(|c| format!("<td>{}</td>", escape(c)))
-                .collect();
-            format!("<tr>{tds}</tr>")
-        })
-        .collect();
+    let phases = html_table(&COLUMNS, r.phases.iter().map(cells));
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>\
 body{{font-family:sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse}}\
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}\
 figure{{margin:18px 0}}figcaption{{font-weight:bold}}.legend{{font-size:12px;margin:2px 0 0 60px}}\
 </style></head><body><h1>{t}</h1><p>Latency is counted from each request's intended send time \
-(open loop). Spike phases are shaded. {paths} distinct paths.</p><table><tr>{head}</tr>{rows}</table>\
+(open loop). Spike phases are shaded. {paths} distinct paths.</p>{phases}\
 {viewers}{charts}</body></html>\n",
         t = escape(title),
         paths = r.distinct_paths,

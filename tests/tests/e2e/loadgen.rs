@@ -9,6 +9,20 @@ use shoal_tests::spec;
 
 use crate::video::{chromium, have, screenshot, tempdir_in};
 
+/// One region of `edges` edges, ready, whose origin holds `prefix0` … `prefix{n-1}`.
+async fn region_with(edges: usize, prefix: &str, n: usize, body: bytes::Bytes) -> Cluster {
+    let c = Cluster::start(spec(1, edges, false))
+        .await
+        .expect("cluster");
+    for i in 0..n {
+        c.store()
+            .put(&format!("{prefix}{i}"), body.clone(), None)
+            .expect("put");
+    }
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    c
+}
+
 /// A 10× spike (100 → 1,000 → 100 requests/s, 2 s each) of Zipf requests over 300 stored
 /// objects through a region of two edges, owner-routed: no request fails, the region asks
 /// the origin at most once per distinct object, the hit ratio after the spike is above the
@@ -16,17 +30,7 @@ use crate::video::{chromium, have, screenshot, tempdir_in};
 /// from the edges, and the HTML report is one self-contained file with its five charts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spike_through_a_region_is_measured_and_reported() {
-    let c = Cluster::start(spec(1, 2, false)).await.expect("cluster");
-    for i in 0..300 {
-        c.store()
-            .put(
-                &format!("/o/{i}"),
-                bytes::Bytes::from(vec![b'x'; 2048]),
-                None,
-            )
-            .expect("put");
-    }
-    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let c = region_with(2, "/o/", 300, bytes::Bytes::from(vec![b'x'; 2048])).await;
     let keys = Keys::Zipf {
         prefix: "/o/".into(),
         objects: 300,
@@ -264,13 +268,7 @@ async fn viewers_joining_by_a_poisson_process_with_a_spike_of_joins() {
 /// 500 requests/s over 2 connections per edge, every one answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_over_http2_is_answered() {
-    let c = Cluster::start(spec(1, 2, false)).await.expect("cluster");
-    for i in 0..20 {
-        c.store()
-            .put(&format!("/h/{i}"), bytes::Bytes::from_static(b"h2"), None)
-            .expect("put");
-    }
-    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let c = region_with(2, "/h/", 20, bytes::Bytes::from_static(b"h2")).await;
     let mut plan = Plan::from_toml(
         r#"
         connections = 2
@@ -307,13 +305,7 @@ async fn load_over_http2_is_answered() {
 /// arrive over 0.6 s, each for the object the trace names (renumbered densely).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_replays_at_its_timestamps_time_scaled() {
-    let c = Cluster::start(spec(1, 1, false)).await.expect("cluster");
-    for i in 0..3 {
-        c.store()
-            .put(&format!("/t/{i}"), bytes::Bytes::from_static(b"t"), None)
-            .expect("put");
-    }
-    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let c = region_with(1, "/t/", 3, bytes::Bytes::from_static(b"t")).await;
     let dir = tempdir_in(
         &std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
         "trace-replay",
@@ -349,13 +341,7 @@ async fn a_trace_replays_at_its_timestamps_time_scaled() {
 /// gone marks it down for a second), not its whole share of the keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
-    let mut c = Cluster::start(spec(1, 2, false)).await.expect("cluster");
-    for i in 0..50 {
-        c.store()
-            .put(&format!("/d/{i}"), bytes::Bytes::from_static(b"d"), None)
-            .expect("put");
-    }
-    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let mut c = region_with(2, "/d/", 50, bytes::Bytes::from_static(b"d")).await;
     let target = Target::Region(c.client(0).expect("client"));
     c.kill_edge(0, 1);
     let keys = Keys::Uniform {
