@@ -173,6 +173,10 @@ pub struct OverloadSection {
     /// How long a fill waits for one of those slots before its requests get a 503 (or the
     /// stale copy, where stale-if-error allows). Hits never wait. Default `2s`.
     pub fill_queue_timeout: HumanDuration,
+    /// Fills waiting for a slot at once; a miss that finds this many waiting is shed at
+    /// once (503 with `Retry-After`) instead of waiting out `fill_queue_timeout`, so an
+    /// overload is refused in microseconds. Default 1024 (four waiting per slot).
+    pub max_fill_queue: usize,
 }
 
 /// The `write-back` buffer: writes to `write-back` paths acknowledged here and flushed to
@@ -208,6 +212,7 @@ impl Default for OverloadSection {
             max_inflight: 4096,
             max_fills: 256,
             fill_queue_timeout: HumanDuration::secs(2),
+            max_fill_queue: 1024,
         }
     }
 }

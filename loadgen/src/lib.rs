@@ -21,6 +21,7 @@ pub mod cap;
 pub mod demo;
 pub mod harness;
 pub mod load;
+pub mod overload;
 pub mod replay;
 
 /// Errors of the loadgen library.

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -31,6 +32,18 @@ pub(crate) struct Admission {
     inflight: Arc<Semaphore>,
     pub(crate) fills: Arc<Semaphore>,
     pub(crate) fill_wait: Duration,
+    /// Fills waiting for a slot now, and how many may.
+    fill_waiting: AtomicUsize,
+    max_fill_queue: usize,
+}
+
+/// A fill's place in the queue for a slot; dropping it leaves the queue.
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A request's place among those in progress; dropping it frees the place.
@@ -50,7 +63,23 @@ impl Admission {
             inflight: Arc::new(Semaphore::new(c.max_inflight)),
             fills: Arc::new(Semaphore::new(c.max_fills)),
             fill_wait: c.fill_queue_timeout.get(),
+            fill_waiting: AtomicUsize::new(0),
+            max_fill_queue: c.max_fill_queue,
         }
+    }
+
+    /// A fill slot at once if one is free; else a place in the queue for one, or `None`
+    /// when the queue is full (the miss is shed without waiting).
+    pub(crate) fn fill_slot_or_queue(&self) -> Result<OwnedSemaphorePermit, Option<Waiting<'_>>> {
+        if let Ok(slot) = self.fills.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        let before = self.fill_waiting.fetch_add(1, Ordering::AcqRel);
+        let place = Waiting(&self.fill_waiting);
+        if before >= self.max_fill_queue {
+            return Err(None);
+        }
+        Err(Some(place))
     }
 
     /// The client a request counts against: the trusted header's address, else the peer's;

@@ -211,11 +211,24 @@ async fn origin_fetch(
     req: Fetch,
 ) -> Result<(OriginReply, OwnedSemaphorePermit), EdgeError> {
     let a = &st.admission;
-    let Ok(Ok(slot)) = tokio::time::timeout(a.fill_wait, a.fills.clone().acquire_owned()).await
-    else {
-        st.metrics
-            .origin_fetch("queue_full", a.fill_wait.as_secs_f64());
-        return Err(EdgeError::Overloaded("origin fill queue full"));
+    let slot = match a.fill_slot_or_queue() {
+        Ok(slot) => slot,
+        Err(None) => {
+            st.metrics.origin_fetch("queue_full", 0.0);
+            return Err(EdgeError::Overloaded("origin fill queue full"));
+        }
+        Err(Some(_waiting)) => {
+            let Ok(Ok(slot)) =
+                tokio::time::timeout(a.fill_wait, a.fills.clone().acquire_owned()).await
+            else {
+                st.metrics
+                    .origin_fetch("queue_timeout", a.fill_wait.as_secs_f64());
+                return Err(EdgeError::Overloaded(
+                    "origin fill queue: no slot within fill_queue_timeout",
+                ));
+            };
+            slot
+        }
     };
     let started = Instant::now();
     let r = st.origin.fetch(req).await;

@@ -419,6 +419,40 @@ async fn a_full_fill_queue_sheds_misses_fast_and_never_delays_hits() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_miss_that_finds_the_fill_queue_full_is_shed_without_waiting() {
+    let origin = Arc::new(MockOrigin {
+        delay: Duration::from_secs(1),
+        ..MockOrigin::default()
+    });
+    for p in ["/a", "/b", "/c"] {
+        origin.put(p, "public, max-age=600", b"x");
+    }
+    let mut c = config();
+    c.overload.max_fills = 1;
+    c.overload.max_fill_queue = 1;
+    c.overload.fill_queue_timeout = shoal_cache_core::size::HumanDuration::secs(5);
+    let st = edge(c, origin.clone());
+    let running = tokio::spawn(handle(st.clone(), get("/a", &[])));
+    tokio::task::yield_now().await;
+    let queued = tokio::spawn(handle(st.clone(), get("/b", &[])));
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let shed = handle(st.clone(), get("/c", &[])).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(started.elapsed(), Duration::ZERO, "shed without a wait");
+    assert!(String::from_utf8_lossy(&body(shed).await).contains("fill queue full"));
+    // The queued fill gets the slot when the running one ends, and the queue empties.
+    assert_eq!(running.await.unwrap().status(), 200);
+    assert_eq!(queued.await.unwrap().status(), 200);
+    assert_eq!(handle(st.clone(), get("/c", &[])).await.status(), 200);
+    let m = st.metrics.render(&st.store.stats());
+    assert!(
+        m.contains("origin_fetches_total{result=\"queue_full\"} 1"),
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn signed_paths_need_a_valid_signature_on_every_request_and_share_one_entry() {
     use crate::request::sign::sign;

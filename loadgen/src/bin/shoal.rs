@@ -224,6 +224,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Overload one edge ten times over with distinct misses in front of a distant origin:
+    /// capacity, goodput during the overload, how fast refusals come, and recovery.
+    Overload {
+        /// The overload as a multiple of the measured capacity.
+        #[arg(long, default_value_t = 10.0)]
+        factor: f64,
+        /// The edge's fill slots.
+        #[arg(long, default_value_t = 32)]
+        max_fills: usize,
+        /// The edge's fill queue.
+        #[arg(long, default_value_t = 128)]
+        max_fill_queue: usize,
+        /// One-way delay to the origin, milliseconds.
+        #[arg(long, default_value_t = 25)]
+        delay_ms: u64,
+        /// Seconds of the overload (the baseline lasts half of it, the after phase as long).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where the JSON and HTML reports go.
+        #[arg(long, default_value = "target/overload")]
+        out: PathBuf,
+    },
     /// Play every ABR rule over real throughput traces in simulated time and print QoE.
     Abr {
         /// Directory of `time_s<TAB>Mbit/s` traces (one level of subdirectories).
@@ -281,6 +303,7 @@ fn main() -> ExitCode {
             | Command::Abr { .. }
             | Command::Play { .. }
             | Command::Prefetch { .. }
+            | Command::Overload { .. }
             | Command::Loadgen { .. }
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -629,6 +652,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", audience::render(&cfg, &runs));
             }
+            Ok(())
+        }
+        Command::Overload {
+            factor,
+            max_fills,
+            max_fill_queue,
+            delay_ms,
+            seconds,
+            out,
+        } => {
+            use shoal_loadgen::overload;
+            if !(1.0..=100.0).contains(&factor) || seconds == 0 || seconds > 600 {
+                bail!("--factor must be 1 to 100 and --seconds 1 to 600");
+            }
+            let secs = std::time::Duration::from_secs;
+            let cfg = overload::OverloadConfig {
+                factor,
+                max_fills,
+                max_fill_queue,
+                link_delay: std::time::Duration::from_millis(delay_ms),
+                phases: [secs(seconds.div_ceil(2)), secs(seconds), secs(seconds)],
+                ..Default::default()
+            };
+            let r = overload::run(&cfg).await?;
+            println!("{}", overload::render(&cfg, &r));
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            std::fs::write(out.join("overload.json"), serde_json::to_string_pretty(&r)?)?;
+            let html = out.join("overload.html");
+            let title = format!("Shoal: {factor}× overload of one edge");
+            std::fs::write(&html, shoal_loadgen::load::report::html(&title, &r.run))?;
+            println!(
+                "reports: {} {}",
+                out.join("overload.json").display(),
+                html.display()
+            );
             Ok(())
         }
         Command::Abr {

@@ -6,5 +6,5 @@ pub mod plan;
 pub mod report;
 pub mod run;
 
-pub use plan::{Keys, Phase, Plan};
+pub use plan::{Arrivals, Keys, Phase, Plan};
 pub use run::{Options, Results, Target};

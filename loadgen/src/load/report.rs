@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::run::{PhaseSummary, Results, Second, ViewerSummary};
 
 /// The summary's columns.
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 13] = [
     "phase",
     "s",
     "sent",
@@ -17,12 +17,13 @@ const COLUMNS: [&str; 12] = [
     "p99 ms",
     "p99.9 ms",
     "max ms",
+    "failed p99 ms",
     "hit ratio",
     "origin fetches",
 ];
 
 /// One phase's cells, in [`COLUMNS`] order.
-fn cells(p: &PhaseSummary) -> [String; 12] {
+fn cells(p: &PhaseSummary) -> [String; 13] {
     [
         p.name.clone(),
         format!("{:.0}", p.duration_s),
@@ -34,6 +35,11 @@ fn cells(p: &PhaseSummary) -> [String; 12] {
         format!("{:.2}", p.p99_ms),
         format!("{:.2}", p.p999_ms),
         format!("{:.1}", p.max_ms),
+        if p.errors == 0 {
+            "–".into()
+        } else {
+            format!("{:.2}", p.failed_p99_ms)
+        },
         format!("{:.1}%", 100.0 * p.hit_ratio),
         p.origin_fetches.map_or("–".into(), |f| format!("{f:.0}")),
     ]

@@ -93,6 +93,9 @@ pub struct PhaseSummary {
     pub p999_ms: f64,
     /// Worst, ms.
     pub max_ms: f64,
+    /// 99th percentile of the failed requests alone (how fast a refusal came), ms; 0
+    /// without failures.
+    pub failed_p99_ms: f64,
     /// Hits ÷ answered.
     pub hit_ratio: f64,
     /// Origin fetches during the phase (scraped), if known.
@@ -174,6 +177,9 @@ struct Bucket {
     hits: u64,
     errors: BTreeMap<String, u64>,
     latency: Histogram<u64>,
+    /// Latency of the failed requests alone (made at the first failure): how fast an
+    /// overloaded server refuses.
+    failed_latency: Option<Histogram<u64>>,
 }
 
 impl Bucket {
@@ -184,10 +190,14 @@ impl Bucket {
             hits: 0,
             errors: BTreeMap::new(),
             // 1 µs to 10 min, 2 significant digits: ~50 KiB per bucket.
-            latency: Histogram::new_with_bounds(1, 600_000_000, 2)
-                .expect("constant histogram bounds are valid"),
+            latency: latency_histogram(),
+            failed_latency: None,
         }
     }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("constant histogram bounds are valid")
 }
 
 /// How a request ended.
@@ -221,6 +231,11 @@ impl Recorder {
                 .unwrap_or(u64::MAX)
                 .max(1);
             b.latency.saturating_record(us);
+            if let Outcome::Error(_) = outcome {
+                b.failed_latency
+                    .get_or_insert_with(latency_histogram)
+                    .saturating_record(us);
+            }
         }
     }
 }
@@ -834,6 +849,7 @@ fn results(plan: &Plan, rec: &Recorder, scraped: &[Option<(f64, f64)>]) -> Resul
                 } else {
                     b.latency.max() as f64 / 1000.0
                 },
+                failed_p99_ms: b.failed_latency.as_ref().map_or(0.0, |h| ms(h, 0.99)),
                 hit_ratio: b.hits as f64 / b.ok.max(1) as f64,
                 origin_fetches: fetches,
             }

@@ -366,3 +366,49 @@ async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
     assert!(errors * 10 < sent, "{errors} of {sent}");
     c.shutdown().await;
 }
+
+/// An edge overloaded five times over with distinct misses in front of a distant origin
+/// (`shoal overload`, shortened): the requests it cannot fill are refused with a 503, never
+/// timed out or dropped; it keeps answering while overloaded; and once the overload ends,
+/// every request of the last seconds is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_edge_refuses_what_it_cannot_fill_and_recovers() {
+    use shoal_loadgen::overload::{OverloadConfig, run};
+    let cfg = OverloadConfig {
+        objects: 50_000,
+        factor: 5.0,
+        probe: Duration::from_secs(3),
+        phases: [
+            Duration::from_secs(2),
+            Duration::from_secs(3),
+            Duration::from_secs(4),
+        ],
+        ..OverloadConfig::default()
+    };
+    let r = run(&cfg).await.expect("overload run");
+    eprintln!(
+        "capacity {:.0}/s, goodput {:.0}/s ({:.0}%), refused {} (p99 {:.2} ms), recovered {:?}",
+        r.capacity,
+        r.goodput,
+        100.0 * r.goodput_share,
+        r.refused,
+        r.refused_p99_ms,
+        r.recovered_after_s
+    );
+    let spike = &r.run.phases[1];
+    assert!(
+        r.refused > 0,
+        "an overload of 5× refused nothing: {spike:?}"
+    );
+    assert!(spike.ok > 0, "nothing answered while overloaded");
+    for s in &r.run.timeline {
+        for kind in s.errors.keys() {
+            assert_eq!(kind, "5xx", "second {}: {:?}", s.t, s.errors);
+        }
+    }
+    let last = r.run.timeline.last().expect("a timeline");
+    assert!(
+        last.sent > 0 && last.errors.is_empty(),
+        "the last second after the overload still failed: {last:?}"
+    );
+}
