@@ -243,6 +243,91 @@ pub fn surrogate_keys(headers: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// Most keys one purge may name.
+pub const MAX_PURGE_KEYS: usize = 1000;
+
+/// The body of the origin's `POST /purge` (JSON): what a purge names (exactly one of
+/// `keys`, `prefix` or `tag`), and how. The admin client writes it, the origin reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purge {
+    /// Paths; with a query, only that variant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// A path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A surrogate key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Mark stale instead of dropping.
+    #[serde(default)]
+    pub soft: bool,
+    /// Answer once every subscribed edge has applied it (or the origin's `purge_wait`
+    /// has passed).
+    #[serde(default)]
+    pub wait: bool,
+}
+
+impl Purge {
+    /// Reads a purge body, or says what is wrong with it.
+    pub fn from_json(body: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(body).map_err(|e| format!("purge body: {e}"))
+    }
+
+    /// The one target the purge names, checked: paths decoded once and normalised with
+    /// the edge's rules (dot segments and encoded separators refused), a prefix keeping
+    /// its trailing slash, a tag of visible ASCII.
+    pub fn target(&self) -> Result<InvalidationTarget, String> {
+        let named = usize::from(!self.keys.is_empty())
+            + usize::from(self.prefix.is_some())
+            + usize::from(self.tag.is_some());
+        if named != 1 {
+            return Err("name exactly one of keys, prefix or tag".into());
+        }
+        let path = |p: &str| -> Result<String, String> {
+            let (path, query) = match p.split_once('?') {
+                Some((a, q)) => (a, Some(q)),
+                None => (p, None),
+            };
+            let mut norm = crate::normalise_path(path).map_err(|e| e.to_string())?;
+            if let Some(q) = query {
+                norm.push('?');
+                norm.push_str(q);
+            }
+            Ok(norm)
+        };
+        if let Some(prefix) = &self.prefix {
+            // A prefix keeps its trailing slash: "/img/" must not name "/imgx".
+            let mut p = path(prefix)?;
+            if prefix.len() > 1 && prefix.ends_with('/') && !p.ends_with('/') {
+                p.push('/');
+            }
+            return Ok(InvalidationTarget::Prefix(p));
+        }
+        if let Some(tag) = &self.tag {
+            if tag.is_empty()
+                || tag.len() > MAX_TAG_LEN
+                || !tag.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(format!(
+                    "tag must be 1 to {MAX_TAG_LEN} visible ASCII characters"
+                ));
+            }
+            return Ok(InvalidationTarget::Tag(tag.clone()));
+        }
+        if self.keys.len() > MAX_PURGE_KEYS {
+            return Err(format!("at most {MAX_PURGE_KEYS} keys per purge"));
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| path(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InvalidationTarget::Keys(keys))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};

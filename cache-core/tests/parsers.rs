@@ -3,7 +3,15 @@
 
 use proptest::prelude::*;
 use shoal_cache_core::freshness::{CacheControl, storable};
+use shoal_cache_core::invalidation::Purge;
+use shoal_cache_core::wire::InvalidationTarget;
 use shoal_cache_core::{CacheKey, KeyPolicy, normalise_path};
+
+/// Every byte but `/` and alphanumerics percent-encoded.
+fn encode_all(p: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'/');
+    percent_encoding::utf8_percent_encode(p, SET).to_string()
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
@@ -57,6 +65,51 @@ proptest! {
             if let Ok(again) = normalise_path(&p) {
                 prop_assert!(!again.split('/').any(|s| s == ".."), "{p:?} -> {again:?}");
             }
+        }
+    }
+
+    /// Admin and edge paths are decoded exactly once: what is accepted, encoded again,
+    /// decodes back to it (`%2541` stays `%41`), and encoded separators are refused.
+    #[test]
+    fn paths_are_decoded_once(raw in "/([a-z%/.\\\\]|%2[05fF]|%5[cC]|%41){0,30}") {
+        if let Ok(p) = normalise_path(&raw) {
+            let back = normalise_path(&encode_all(&p));
+            prop_assert_eq!(back.as_deref(), Ok(p.as_str()), "{:?}", raw);
+            let lower = raw.to_ascii_lowercase();
+            prop_assert!(!lower.contains("%2f") && !lower.contains("%5c"), "{:?} accepted", raw);
+        }
+    }
+
+    /// A purge body names exactly one target, with normalised paths, or is refused.
+    #[test]
+    fn purge_bodies_name_one_checked_target(
+        keys in prop::collection::vec("/[a-z%./]{0,12}", 0..3),
+        prefix in prop::option::of("/[a-z%./]{0,12}"),
+        tag in prop::option::of("[ -~]{0,8}"),
+    ) {
+        let body = serde_json::json!({"keys": keys, "prefix": prefix, "tag": tag});
+        let purge = Purge::from_json(body.to_string().as_bytes()).expect("well-formed JSON");
+        let named = usize::from(!keys.is_empty()) + usize::from(prefix.is_some()) + usize::from(tag.is_some());
+        match purge.target() {
+            Ok(InvalidationTarget::Keys(k)) => {
+                prop_assert_eq!(named, 1);
+                for (raw, k) in keys.iter().zip(&k) {
+                    let once = normalise_path(raw);
+                    prop_assert_eq!(once.as_ref(), Ok(k));
+                }
+            }
+            Ok(InvalidationTarget::Prefix(p)) => {
+                prop_assert_eq!(named, 1);
+                prop_assert!(!p.split('/').any(|s| s == ".."), "{:?}", p);
+            }
+            Ok(InvalidationTarget::Tag(t)) => {
+                prop_assert_eq!(named, 1);
+                prop_assert!(!t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()), "{:?}", t);
+            }
+            Err(_) => {}
+        }
+        if named != 1 {
+            prop_assert!(purge.target().is_err());
         }
     }
 

@@ -12,24 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::ClientError;
 
-/// What a purge names (exactly one), and how: the body of the origin's `POST /purge`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Purge {
-    /// Paths; with a query, only that variant.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub keys: Vec<String>,
-    /// A path prefix.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// A surrogate key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// Mark stale instead of dropping.
-    pub soft: bool,
-    /// Answer once every subscribed edge has applied it (or the origin's `purge_wait`
-    /// has passed).
-    pub wait: bool,
-}
+pub use shoal_cache_core::invalidation::Purge;
 
 /// The origin's answer to a purge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

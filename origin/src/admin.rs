@@ -28,8 +28,6 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde::Deserialize;
-use shoal_cache_core::wire::InvalidationTarget;
 
 use crate::State;
 use crate::error::OriginError;
@@ -51,9 +49,6 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 
 /// Largest purge request body.
 const MAX_PURGE_BODY: usize = 256 * 1024;
-/// Most keys one purge may name.
-const MAX_PURGE_KEYS: usize = 1000;
-
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (
         status,
@@ -167,71 +162,10 @@ async fn delete_object(AxState(state): AxState<Arc<State>>, uri: Uri) -> Respons
     }
 }
 
-/// The body of `POST /purge`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeRequest {
-    #[serde(default)]
-    keys: Vec<String>,
-    prefix: Option<String>,
-    tag: Option<String>,
-    #[serde(default)]
-    soft: bool,
-    #[serde(default)]
-    wait: bool,
-}
-
-impl PurgeRequest {
-    /// The one target the request names, checked.
-    fn target(self) -> Result<InvalidationTarget, String> {
-        let named = usize::from(!self.keys.is_empty())
-            + usize::from(self.prefix.is_some())
-            + usize::from(self.tag.is_some());
-        if named != 1 {
-            return Err("name exactly one of keys, prefix or tag".into());
-        }
-        let path = |p: &str| -> Result<String, String> {
-            let (path, query) = match p.split_once('?') {
-                Some((a, q)) => (a, Some(q)),
-                None => (p, None),
-            };
-            let mut norm = crate::store::safe_path(path).map_err(|e| e.to_string())?;
-            if let Some(q) = query {
-                norm.push('?');
-                norm.push_str(q);
-            }
-            Ok(norm)
-        };
-        if let Some(prefix) = self.prefix {
-            // A prefix keeps its trailing slash: "/img/" must not name "/imgx".
-            let mut p = path(&prefix)?;
-            if prefix.len() > 1 && prefix.ends_with('/') && !p.ends_with('/') {
-                p.push('/');
-            }
-            return Ok(InvalidationTarget::Prefix(p));
-        }
-        if let Some(tag) = self.tag {
-            if tag.is_empty() || tag.len() > 256 || !tag.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err("tag must be 1 to 256 visible ASCII characters".into());
-            }
-            return Ok(InvalidationTarget::Tag(tag));
-        }
-        if self.keys.len() > MAX_PURGE_KEYS {
-            return Err(format!("at most {MAX_PURGE_KEYS} keys per purge"));
-        }
-        let keys = self
-            .keys
-            .iter()
-            .map(|k| path(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(InvalidationTarget::Keys(keys))
-    }
-}
-
 async fn purge(AxState(state): AxState<Arc<State>>, body: Bytes) -> Response {
-    let req: PurgeRequest = match serde_json::from_slice(&body) {
+    let req = match shoal_cache_core::invalidation::Purge::from_json(&body) {
         Ok(r) => r,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("purge body: {e}\n")),
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
     let (soft, wait) = (req.soft, req.wait);
     let target = match req.target() {
