@@ -9,6 +9,12 @@
 //!   idle connection: all are closed after it.
 //! - **HTTP/2** connections are pinged every `header_read_timeout` and closed when a ping
 //!   goes unanswered for as long.
+//! - **Send timeout.** A write that makes no progress for `send_timeout` (the client stopped
+//!   reading and the socket's send buffer is full) ends the connection, as nginx's
+//!   `send_timeout` does. The timer runs only while a write waits, so a slow but steady
+//!   download, or a response waiting on the origin, is never cut. What a stalled connection
+//!   holds is bounded anyway (hyper stops pulling a body while ~400 KiB wait in its write
+//!   buffer, and cached bodies are shared, not copied); the timeout bounds for how long.
 //! - **Connection caps.** At most `max_connections` at once, and at most
 //!   `max_connections_per_client` from one IP address; a connection over a cap is closed at
 //!   accept, before any byte is read.
@@ -70,6 +76,9 @@ pub struct Limits {
     /// Bound on the wait for a connection's first bytes, for each request head, and for
     /// the next request on an idle keep-alive connection. Default 10 s.
     pub header_read_timeout: HumanDuration,
+    /// Longest a write may wait for the client to read before the connection is closed.
+    /// Default 60 s (nginx's `send_timeout`).
+    pub send_timeout: HumanDuration,
     /// Connections open at once. Default 10,000.
     pub max_connections: usize,
     /// Connections open at once from one client IP address. Default: the same as
@@ -90,6 +99,9 @@ impl Limits {
         if self.header_read_timeout.get() < Duration::from_millis(100) {
             return bad("limits.header_read_timeout", "must be at least 100ms");
         }
+        if self.send_timeout.get() < Duration::from_millis(100) {
+            return bad("limits.send_timeout", "must be at least 100ms");
+        }
         if self.max_connections == 0 || self.max_connections_per_client == 0 {
             return bad(
                 "limits.max_connections",
@@ -104,6 +116,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: HumanDuration::secs(10),
+            send_timeout: HumanDuration::secs(60),
             max_connections: 10_000,
             max_connections_per_client: 10_000,
         }
@@ -172,6 +185,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let header_timeout = limits.header_read_timeout.get();
+    let send_timeout = limits.send_timeout.get();
     let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let per_client = Arc::new(PerClient::default());
     let graceful = GracefulShutdown::new();
@@ -226,7 +240,9 @@ pub async fn serve(
                     tower_service::Service::call(&mut app.clone(), req)
                 },
             );
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(send_timeout));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(Box::pin(stream)), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 debug!(%peer, "connection: {e}");
             }

@@ -1,6 +1,7 @@
 //! Connection limits on a public listener: silent, half-sent and idle connections are
 //! closed after the header-read timeout; connections over the per-client or the total cap
-//! are closed at accept, and their slots come back when they close.
+//! are closed at accept, and their slots come back when they close; a client that stops
+//! reading a response is cut off after the send timeout.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -81,6 +82,7 @@ async fn connections_over_a_cap_are_refused_and_slots_come_back() {
         header_read_timeout: HumanDuration::secs(10),
         max_connections: 3,
         max_connections_per_client: 2,
+        ..Limits::default()
     })
     .await;
     let edge = c.regions[0].addrs[0];
@@ -158,5 +160,47 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     other.write_all(req.as_bytes()).await.expect("write");
     let (_, got) = until_closed(&mut other, Duration::from_secs(5)).await;
     assert!(got.starts_with(b"HTTP/1.1 404"), "another client is served");
+    c.shutdown().await;
+}
+
+/// A client that asks for a large object and stops reading is cut off once a write has
+/// waited `send_timeout`: reading again later, it gets the end of the connection long
+/// before the whole body. A client that keeps reading gets all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let c = cluster(Limits {
+        send_timeout: HumanDuration::millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let size = 32 << 20;
+    c.store()
+        .put("/big.bin", bytes::Bytes::from(vec![b'b'; size]), None)
+        .expect("put");
+    c.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let edge = c.regions[0].addrs[0];
+    let host = shoal_loadgen::harness::cluster::HOST;
+    let req = format!("GET /big.bin HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+
+    // A reader that keeps up gets every byte (and fills the cache on the way).
+    let mut steady = TcpStream::connect(edge).await.expect("connect");
+    steady.write_all(req.as_bytes()).await.expect("write");
+    let (_, all) = until_closed(&mut steady, Duration::from_secs(30)).await;
+    assert!(all.len() > size, "a steady reader got {} bytes", all.len());
+
+    // A reader with a small window that stops reading.
+    let sock = TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut stalled = sock.connect(edge).await.expect("connect");
+    stalled.write_all(req.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the stalled connection was never closed");
+    assert!(
+        got.len() < size,
+        "the stalled reader still got the whole body ({} bytes)",
+        got.len()
+    );
     c.shutdown().await;
 }
