@@ -7,7 +7,7 @@ secs="${1:-10}"
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 log="$(mktemp)"
-for t in wire_decode range cache_control cache_key signed_url cmcd admin_path purge_body; do
+for t in wire_decode range cache_control cache_key signed_url cmcd admin_path purge_body playlist; do
   if ! cargo fuzz run "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "fuzz target $t failed; a crashing input is under cache-core/fuzz/artifacts/$t" >&2

@@ -24,6 +24,7 @@ use shoal_cache_core::RegionMap;
 pub mod abr;
 pub mod admin;
 pub mod player;
+pub mod playlist;
 pub use admin::{AdminClient, Purge, Purged};
 
 /// Client errors.

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use m3u8_rs::{MasterPlaylist, MediaPlaylist};
+use m3u8_rs::MediaPlaylist;
 use serde::Serialize;
 
 use crate::abr::{self, Bola, Context, Estimator, Played, Qoe, Rule};
@@ -130,12 +130,14 @@ pub enum PlayError {
 }
 
 /// Joins a playlist-relative URI to the directory of `base` (a path).
-fn join(base: &str, uri: &str) -> String {
-    if uri.starts_with('/') {
-        return uri.to_string();
-    }
-    let dir = base.rsplit_once('/').map_or("", |(d, _)| d);
-    format!("{dir}/{uri}")
+/// A segment or map URI of a checked playlist as a path (checked again: it cannot fail
+/// for a playlist that [`crate::playlist::media`] accepted).
+fn join(base: &str, uri: &str) -> Result<String, PlayError> {
+    crate::playlist::join(base, uri).map_err(|reason| PlayError::Playlist {
+        path: base.into(),
+        kind: "media",
+        reason,
+    })
 }
 
 struct Rendition {
@@ -159,31 +161,15 @@ pub async fn play(
     let started = Instant::now();
     let session = format!("{:016x}", fastrand::u64(..));
     let body = fetch(client, master).await?.body;
-    let parsed: MasterPlaylist =
-        m3u8_rs::parse_master_playlist_res(&body).map_err(|e| PlayError::Playlist {
-            path: master.into(),
-            kind: "master",
-            reason: e.to_string(),
-        })?;
-    let mut rungs: Vec<Rendition> = parsed
-        .variants
-        .iter()
-        .filter(|v| !v.is_i_frame)
-        .map(|v| Rendition {
-            bitrate: v.bandwidth,
-            path: join(master, &v.uri),
-            name: v.uri.split('/').next().unwrap_or(&v.uri).to_string(),
+    let mut rungs: Vec<Rendition> = crate::playlist::ladder(master, &body)?
+        .into_iter()
+        .map(|r| Rendition {
+            bitrate: r.bitrate,
+            path: r.path,
+            name: r.name,
             playlist: None,
         })
         .collect();
-    rungs.sort_by_key(|r| r.bitrate);
-    if rungs.is_empty() || rungs[0].bitrate == 0 {
-        return Err(PlayError::Playlist {
-            path: master.into(),
-            kind: "master",
-            reason: "no variant with a BANDWIDTH".into(),
-        });
-    }
     let bitrates: Vec<u64> = rungs.iter().map(|r| r.bitrate).collect();
     let bola = Bola::new(&bitrates);
     let mut state = abr::RuleState::default();
@@ -274,7 +260,7 @@ pub async fn play(
         };
         // A new rendition (or a new map) needs its initialisation section first.
         if let Some(m) = map {
-            let init = join(&rungs[q].path, &m);
+            let init = join(&rungs[q].path, &m)?;
             if current_init.as_deref() != Some(init.as_str()) {
                 let f = fetch(client, &init).await?;
                 report.bytes += f.body.len() as u64;
@@ -282,7 +268,7 @@ pub async fn play(
                 current_init = Some(init);
             }
         }
-        let path = join(&rungs[q].path, &uri);
+        let path = join(&rungs[q].path, &uri)?;
         let target = if cfg.cmcd {
             let data = Cmcd {
                 // CTA-5004 rounds the buffer to 100 ms.
@@ -469,11 +455,7 @@ async fn load(
 ) -> Result<MediaPlaylist, PlayError> {
     let body = fetch(client, &r.path).await?.body;
     report.playlist_fetches += 1;
-    let pl = m3u8_rs::parse_media_playlist_res(&body).map_err(|e| PlayError::Playlist {
-        path: r.path.clone(),
-        kind: "media",
-        reason: e.to_string(),
-    })?;
+    let pl = crate::playlist::media(&r.path, &body)?;
     r.playlist = Some(pl.clone());
     Ok(pl)
 }
@@ -481,22 +463,6 @@ async fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_uris_join_the_playlist_directory() {
-        assert_eq!(
-            join("/video/a/master.m3u8", "240p/index.m3u8"),
-            "/video/a/240p/index.m3u8"
-        );
-        assert_eq!(
-            join("/video/a/240p/index.m3u8", "seg_00001.ts"),
-            "/video/a/240p/seg_00001.ts"
-        );
-        assert_eq!(
-            join("/video/a/master.m3u8", "/other/x.m3u8"),
-            "/other/x.m3u8"
-        );
-    }
 
     #[test]
     fn the_buffer_drains_in_media_time_and_dry_time_is_stall() {
