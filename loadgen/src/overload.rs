@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use shoal_cache_core::size::{ByteSize, HumanDuration};
+use shoal_cache_core::size::ByteSize;
 
 use crate::LoadgenError;
 use crate::harness::cluster::{Cluster, ClusterSpec};
@@ -194,16 +194,11 @@ async fn measure(cluster: &Cluster, cfg: &OverloadConfig) -> Result<OverloadRepo
     })
 }
 
+/// A constant rate with Poisson arrivals, as independent clients arrive.
 fn phase(name: &str, d: Duration, rate: f64, keys: &Keys) -> Phase {
     Phase {
-        name: name.into(),
-        duration: HumanDuration::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        rate,
-        rate_to: None,
-        burst: 0,
         arrivals: Arrivals::Poisson,
-        keys: keys.clone(),
-        viewers: None,
+        ..Phase::constant(name, d, rate, keys.clone())
     }
 }
 

@@ -80,6 +80,22 @@ pub struct Phase {
     pub viewers: Option<Viewers>,
 }
 
+impl Phase {
+    /// `rate` requests per second, evenly spaced, for `d`.
+    pub fn constant(name: &str, d: Duration, rate: f64, keys: Keys) -> Self {
+        Self {
+            name: name.into(),
+            duration: HumanDuration::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            rate,
+            rate_to: None,
+            burst: 0,
+            arrivals: Arrivals::Uniform,
+            keys,
+            viewers: None,
+        }
+    }
+}
+
 /// How a phase's arrivals are spaced.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -159,16 +175,7 @@ impl Plan {
 
     /// A spike: `rate` for `before`, `factor × rate` for `during`, `rate` again for `after`.
     pub fn spike(rate: f64, factor: f64, phases: [Duration; 3], keys: Keys) -> Self {
-        let phase = |name: &str, d: Duration, r| Phase {
-            name: name.into(),
-            duration: HumanDuration::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            rate: r,
-            rate_to: None,
-            burst: 0,
-            arrivals: Arrivals::Uniform,
-            keys: keys.clone(),
-            viewers: None,
-        };
+        let phase = |name: &str, d: Duration, r| Phase::constant(name, d, r, keys.clone());
         Self {
             phases: vec![
                 phase("baseline", phases[0], rate),
