@@ -70,6 +70,15 @@ enum Command {
         #[arg(required = true)]
         urls: Vec<String>,
     },
+    /// Check a health endpoint (`/healthz`, `/readyz`): exit 0 on a 2xx within the timeout,
+    /// 1 otherwise. For container health checks in images with no shell or curl.
+    Probe {
+        /// `http://host:port/path`.
+        url: String,
+        /// Milliseconds to wait for the answer.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Play an HLS master playlist through a region's edges with an ABR rule; prints QoE.
     Play {
         /// Region edges, `id=addr` (repeatable); as for `get`.
@@ -296,6 +305,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Demo { .. }
             | Command::Get { .. }
+            | Command::Probe { .. }
             | Command::Hitrate { .. }
             | Command::Sign { .. }
             | Command::Purge { .. }
@@ -473,6 +483,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             shutdown_signal().await;
             edge.shutdown().await;
+            Ok(())
+        }
+        Command::Probe { url, timeout_ms } => {
+            let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                bail!("probe needs an http://host:port/path URL, got {url:?}");
+            }
+            let client = hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+            let limit = std::time::Duration::from_millis(timeout_ms);
+            let status = tokio::time::timeout(limit, client.get(uri))
+                .await
+                .map_err(|_| anyhow::anyhow!("{url}: no answer within {timeout_ms} ms"))?
+                .with_context(|| format!("{url}"))?
+                .status();
+            if !status.is_success() {
+                bail!("{url}: {status}");
+            }
             Ok(())
         }
         Command::Get {
