@@ -22,5 +22,5 @@ if ldd "$ctx/shoal" 2>&1 | grep -q '=>'; then
 fi
 mkdir -p "$ctx/data"
 cp deploy/Dockerfile "$ctx/"
-docker build -q -t "$tag" "$ctx" >/dev/null
+docker build -q -t "$tag" "$ctx" >"$ctx/build.log" 2>&1 || { cat "$ctx/build.log" >&2; exit 1; }
 echo "$tag: $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.1f MB", $1 / 1e6}')"
