@@ -490,10 +490,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if uri.scheme_str() != Some("http") || uri.host().is_none() {
                 bail!("probe needs an http://host:port/path URL, got {url:?}");
             }
-            let client = hyper_util::client::legacy::Client::builder(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
             let limit = std::time::Duration::from_millis(timeout_ms);
             let status = tokio::time::timeout(limit, client.get(uri))
                 .await
