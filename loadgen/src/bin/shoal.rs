@@ -497,7 +497,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let status = tokio::time::timeout(limit, client.get(uri))
                 .await
                 .map_err(|_| anyhow::anyhow!("{url}: no answer within {timeout_ms} ms"))?
-                .with_context(|| format!("{url}"))?
+                .with_context(|| url.clone())?
                 .status();
             if !status.is_success() {
                 bail!("{url}: {status}");
