@@ -11,6 +11,7 @@
 //! This file: [`RegionClient`], [`Fetched`], [`ClientError`]; [`admin`]: the origin's
 //! admin API (purges).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -119,7 +120,13 @@ pub struct RegionClient {
     host: String,
     http: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
+    /// Edges that failed a request, by index, and until when they are tried last: shared
+    /// by clones, so a player's requests stop waiting on an edge one of them found dead.
+    down: std::sync::Arc<std::sync::Mutex<HashMap<usize, std::time::Instant>>>,
 }
+
+/// How long an edge that failed a request is tried last.
+const DOWN_FOR: Duration = Duration::from_secs(2);
 
 impl RegionClient {
     /// A client for `edges` (id → address) under `host`, routing with `map` (built from the
@@ -150,6 +157,7 @@ impl RegionClient {
             host: host.to_string(),
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             timeout: Duration::from_secs(30),
+            down: Default::default(),
         })
     }
 
@@ -196,19 +204,45 @@ impl RegionClient {
             .key(&self.host, path_and_query)
             .map_err(|e| ClientError::BadTarget(path_and_query.into(), e.to_string()))?;
         let mut last = String::from("no edge tried");
-        for (failovers, node) in self.map.candidates(&key).into_iter().enumerate() {
-            let Some((_, addr)) = self.edges.iter().find(|(id, _)| id == node) else {
-                continue;
-            };
+        // The ring's order, with edges that failed recently moved to the end (still tried,
+        // should every other edge fail too).
+        let now = std::time::Instant::now();
+        let (mut order, mut later) = (Vec::new(), Vec::new());
+        {
+            let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+            for node in self.map.candidates(&key) {
+                let Some(i) = self.edges.iter().position(|(id, _)| id == node) else {
+                    continue;
+                };
+                if down.get(&i).is_some_and(|&t| now < t) {
+                    later.push(i);
+                } else {
+                    order.push(i);
+                }
+            }
+        }
+        order.extend(later);
+        for (failovers, i) in order.into_iter().enumerate() {
+            let (node, addr) = &self.edges[i];
             let w = watch.as_mut().map(|w| &mut **w as Watcher<'_>);
             match self.fetch(*addr, path_and_query, headers, w).await {
                 Ok(mut f) => {
+                    self.down
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&i);
                     f.edge = node.to_string();
                     f.failovers = failovers;
                     return Ok(f);
                 }
                 Err(e @ ClientError::Abandoned { .. }) => return Err(e),
-                Err(e) => last = format!("{node} ({e})"),
+                Err(e) => {
+                    self.down
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(i, std::time::Instant::now() + DOWN_FOR);
+                    last = format!("{node} ({e})");
+                }
             }
         }
         Err(ClientError::AllFailed {

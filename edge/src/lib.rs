@@ -131,6 +131,15 @@ impl Edge {
         ));
         let (st, c) = (state.clone(), cancel.clone());
         tasks.spawn(async move { st.write_back.run(&*st.origin, &st.metrics, c).await });
+        // Region peers are probed every second, so a dead one is noticed at once.
+        let (st, c) = (state.clone(), cancel.clone());
+        let probe = state
+            .config
+            .timeouts
+            .peer
+            .get()
+            .min(Duration::from_millis(500));
+        tasks.spawn(async move { st.peers.watch(Duration::from_secs(1), probe, c).await });
         // Rate-limiter entries of clients that went quiet are dropped now and then.
         let (st, c) = (state.clone(), cancel.clone());
         tasks.spawn(async move {

@@ -102,10 +102,13 @@ async fn forward(
     // A dead peer shows at connect (bounded by the connector's `peer` timeout); the head
     // may legitimately wait for the owner's own origin fetch.
     let wait = st.config.peer_head_wait();
-    let resp = tokio::time::timeout(wait, st.peers.client.request(req))
-        .await
-        .map_err(|_| fail(format!("no response head within {wait:?}")))?
-        .map_err(|e| fail(e.to_string()))?;
+    let gone = peer.gone();
+    let resp = tokio::select! {
+        r = tokio::time::timeout(wait, st.peers.client.request(req)) => r
+            .map_err(|_| fail(format!("no response head within {wait:?}")))?
+            .map_err(|e| fail(e.to_string()))?,
+        () = gone => return Err(fail("found down while waiting for its answer".into())),
+    };
     let (mut parts, body) = resp.into_parts();
     for h in [header::CONNECTION, header::TRANSFER_ENCODING] {
         parts.headers.remove(h);

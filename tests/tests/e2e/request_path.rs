@@ -260,6 +260,11 @@ async fn owner_killed_next_node_serves() {
     let f = client.get(&path).await.expect("failover");
     assert_eq!(f.status, 200);
     assert!(f.failovers >= 1);
+    // It remembers: the next request (from a clone, as a player's are) goes to the live
+    // edge first, without trying the dead owner again.
+    let f = client.clone().get(&path).await.expect("again");
+    assert_eq!((f.status.as_u16(), f.failovers), (200, 0));
+    assert_ne!(f.edge, ids[0]);
     c.shutdown().await;
 }
 
