@@ -528,6 +528,10 @@ async fn connect_h2(addr: SocketAddr) -> Result<H2, String> {
     Ok(send)
 }
 
+/// The outcome of a request its connection closed under before any answer: it may be sent
+/// again on a new connection (RFC 9112 §9.3.1: a GET is idempotent).
+const UNANSWERED: &str = "unanswered";
+
 /// Sends one request and reads its body: its outcome, and whether the connection must go.
 async fn exchange<F, B>(send: F, path: &str, host: &http::HeaderValue) -> (Outcome, bool)
 where
@@ -540,8 +544,14 @@ where
     else {
         return (Outcome::Error("4xx"), false);
     };
-    let Ok(resp) = send(req).await else {
-        return (Outcome::Error("connect"), true);
+    let resp = match send(req).await {
+        Ok(r) => r,
+        // No answer at all: the connection was closed under the request (a keep-alive
+        // connection the server was closing, as a draining edge does).
+        Err(e) if e.is_canceled() || e.is_incomplete_message() => {
+            return (Outcome::Error(UNANSWERED), true);
+        }
+        Err(_) => return (Outcome::Error("connect"), true),
     };
     let status = resp.status();
     let hit = resp
@@ -604,9 +614,13 @@ async fn worker_h2(
                 if c.ready().await.is_err() {
                     return Outcome::Error("connect");
                 }
-                exchange(|req| c.send_request(req), &job.path, &host)
+                match exchange(|req| c.send_request(req), &job.path, &host)
                     .await
                     .0
+                {
+                    Outcome::Error(UNANSWERED) => Outcome::Error("connect"),
+                    o => o,
+                }
             })
             .await
             .unwrap_or(Outcome::Error("timeout"));
@@ -647,7 +661,26 @@ async fn worker(
             if broken {
                 conn = None;
             }
-            outcome
+            // A reused connection the server closed under the request: once more on a new
+            // one, as HTTP clients do with idempotent requests.
+            let Outcome::Error(UNANSWERED) = outcome else {
+                return outcome;
+            };
+            let Ok(mut fresh) = connect(link.addr).await else {
+                link.mark_down();
+                return Outcome::Error("connect");
+            };
+            if fresh.ready().await.is_err() {
+                return Outcome::Error("connect");
+            }
+            let (outcome, broken) = exchange(|req| fresh.send_request(req), &job.path, &host).await;
+            if !broken {
+                conn = Some(fresh);
+            }
+            match outcome {
+                Outcome::Error(UNANSWERED) => Outcome::Error("connect"),
+                o => o,
+            }
         })
         .await
         .unwrap_or_else(|_| {
