@@ -2,13 +2,13 @@
 # The container test (.ci/run runs it): builds the image, brings deploy/compose.yaml up under
 # a project name and subnets of its own, then on real containers and Docker networks:
 #   1. streams the test video through every region (every segment checked);
-#   2. SIGKILLs an edge under load: < 1% of the region's viewers (players, which fail over
-#      as clients do) may fail; open-loop requests without retries are measured and printed;
+#   2. SIGKILLs an edge under load: < 1% of the region's viewers (players) and < 1% of
+#      open-loop requests (round robin, no retries) may fail, with full service within 5 s;
 #   3. cuts region eu off from the origin (docker network disconnect): cached segments are
 #      still served, an uncached one gets a clear 5xx, and nothing hangs;
 #   4. restarts every edge of eu in turn under load (SIGTERM: drain, readiness, failover)
-#      and measures failed requests (printed, as 2).
-# Steps 1, 2 (viewers) and 3 fail the test when they do not hold; the rest is measured.
+#      and measures failed requests (printed: the bar of 0 is not met yet, see the README).
+# Steps 1 to 3 fail the test when they do not hold; step 4 is a measurement.
 # It removes every container, network, volume and image it created, also when it fails,
 # and touches nothing else. Where the Docker engine does not answer, it says so and skips.
 set -euo pipefail
@@ -96,7 +96,11 @@ sent = sum(s["sent"] for s in r["timeline"])
 failed = sum(sum(s["errors"].values()) for s in r["timeline"])
 bad = [s["t"] for s in r["timeline"] if s["errors"]]
 recovered = (max(bad) + 1 - at) if bad else 0
-print(f"{sent} {failed} {max(recovered, 0)}")
+kinds = {}
+for s in r["timeline"]:
+    for k, n in s["errors"].items():
+        kinds[k] = kinds.get(k, 0) + n
+print(f"{sent} {failed} {max(recovered, 0)} {','.join(f'{k}:{n}' for k, n in sorted(kinds.items())) or '-'}")
 PY
 }
 
@@ -133,11 +137,13 @@ vpid=$!
 sleep 4
 docker kill -s KILL "${id}_eu-1_1" >/dev/null
 wait "$pid" "$vpid"
-read -r sent failed recovered < <(figures kill 4)
+read -r sent failed recovered kinds < <(figures kill 4)
 read -r sessions vfailed segments < <(viewer_figures kill-viewers)
 echo "killed eu-1 at 4 s of 12: viewers: ${vfailed} of ${sessions} sessions failed (${segments} segments played)"
-echo "  open-loop requests, round robin, no retries: ${failed} of ${sent} failed; full service ${recovered} s after the kill"
+echo "  open-loop requests, round robin, no retries: ${failed} of ${sent} failed (${kinds}); full service ${recovered} s after the kill"
 [ "$vfailed" -le $((sessions / 100)) ] || { echo "more than 1% of the viewers failed" >&2; exit 1; }
+python3 -c "import sys; s, f, r = map(int, sys.argv[1:]); sys.exit(0 if f * 100 < s and r <= 5 else 1)" \
+  "$sent" "$failed" "$recovered" || { echo "over the bar: < 1% failed, full service within 5 s" >&2; exit 1; }
 docker start "${id}_eu-1_1" >/dev/null
 wait_healthy "${id}_eu-1_1" 60
 
@@ -168,6 +174,6 @@ for e in eu-1 eu-2; do
   wait_healthy "${id}_${e}_1" 60
 done
 wait "$pid"
-read -r sent failed _ < <(figures roll 0)
-echo "rolling restart of eu-1 then eu-2: ${failed} of ${sent} requests failed"
+read -r sent failed _ kinds < <(figures roll 0)
+echo "rolling restart of eu-1 then eu-2: ${failed} of ${sent} requests failed (${kinds})"
 echo "container test passed"

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use serde::Serialize;
@@ -449,14 +451,20 @@ fn record(rec: &Mutex<Recorder>, second: usize, phase: usize, latency: Duration,
         .record(second, phase, latency, o);
 }
 
-/// One edge the workers connect to; refusing a connection marks it down for a second, so
-/// the dispatcher sends its keys to the next candidate meanwhile.
+/// One edge the workers connect to. A connection it refuses or never answers marks it
+/// down: the dispatcher sends its keys to the next candidate, for 1 s, doubling with each
+/// failure up to 8 s. When that passes, one TCP connect probes it, and it gets traffic
+/// again only once the probe succeeds (a circuit breaker's half-open state), so a dead
+/// edge does not take a share of the traffic each time its down time runs out.
 #[derive(Debug)]
 struct Link {
     addr: SocketAddr,
     base: Instant,
-    /// Milliseconds after `base` until which it counts as down.
-    down_until: std::sync::atomic::AtomicU64,
+    /// Milliseconds after `base` until which it counts as down; 0 when up.
+    down_until: AtomicU64,
+    /// The current down time, ms (0 when up).
+    backoff: AtomicU64,
+    probing: AtomicBool,
 }
 
 impl Link {
@@ -464,7 +472,9 @@ impl Link {
         Self {
             addr,
             base: Instant::now(),
-            down_until: std::sync::atomic::AtomicU64::new(0),
+            down_until: AtomicU64::new(0),
+            backoff: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -473,13 +483,37 @@ impl Link {
     }
 
     fn mark_down(&self) {
-        let until = self.ms(Instant::now()) + 1000;
-        self.down_until
-            .store(until, std::sync::atomic::Ordering::Relaxed);
+        let backoff = (self.backoff.load(Ordering::Relaxed) * 2).clamp(1000, 8000);
+        self.backoff.store(backoff, Ordering::Relaxed);
+        let until = self.ms(Instant::now()) + backoff;
+        self.down_until.fetch_max(until, Ordering::Relaxed);
     }
 
-    fn is_down(&self, now: Instant) -> bool {
-        self.ms(now) < self.down_until.load(std::sync::atomic::Ordering::Relaxed)
+    /// Down, or not yet probed since it was: the dispatcher skips it.
+    fn is_down(self: &Arc<Self>, now: Instant) -> bool {
+        let until = self.down_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if self.ms(now) >= until && !self.probing.swap(true, Ordering::AcqRel) {
+            let link = self.clone();
+            tokio::spawn(async move {
+                let up = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(link.addr),
+                )
+                .await
+                .is_ok_and(|c| c.is_ok());
+                if up {
+                    link.backoff.store(0, Ordering::Relaxed);
+                    link.down_until.store(0, Ordering::Relaxed);
+                } else {
+                    link.mark_down();
+                }
+                link.probing.store(false, Ordering::Release);
+            });
+        }
+        true
     }
 }
 
@@ -494,7 +528,7 @@ struct Job {
 type Conn = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
 
 async fn connect(addr: SocketAddr) -> Result<Conn, String> {
-    let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+    let stream = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
