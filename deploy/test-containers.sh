@@ -71,20 +71,24 @@ print(f"region {r}: 10 segments played, 10 verified, {rep['hits']} cache hits")
 PY
 done
 
+# `shoal loadgen` in region eu: plan `$2` (TOML) saved as `$1`, extra flags after it.
+loadgen_eu() {
+  local name="$1" plan="$2"
+  shift 2
+  printf '%s\n' "$plan" > "$work/$name.toml"
+  # shellcheck disable=SC2046
+  run_in eu loadgen $(edges eu 1) "$@" --scenario "/out/$name.toml" --out "/out/$name" \
+    "$url/" >/dev/null 2>&1
+}
 # A constant load through eu, round robin over both edges, for `secs` seconds.
 load() {
   local name="$1" secs="$2" rate="$3"
-  cat > "$work/$name.toml" <<PLAN
-timeout = "2s"
+  loadgen_eu "$name" "timeout = \"2s\"
 [[phase]]
-name = "$name"
-duration = "${secs}s"
+name = \"$name\"
+duration = \"${secs}s\"
 rate = $rate
-keys = { kind = "fixed", path = "/video/demo/240p/seg_00003.ts" }
-PLAN
-  # shellcheck disable=SC2046
-  run_in eu loadgen $(edges eu 1) --round-robin --scenario "/out/$name.toml" \
-    --out "/out/$name" "$url/" >/dev/null 2>&1
+keys = { kind = \"fixed\", path = \"/video/demo/240p/seg_00003.ts\" }" --round-robin
 }
 # failed/sent, and the seconds from `at` until the last second with a failure.
 figures() {
@@ -93,13 +97,13 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 at = int(sys.argv[2])
 sent = sum(s["sent"] for s in r["timeline"])
-failed = sum(sum(s["errors"].values()) for s in r["timeline"])
-bad = [s["t"] for s in r["timeline"] if s["errors"]]
-recovered = (max(bad) + 1 - at) if bad else 0
 kinds = {}
 for s in r["timeline"]:
     for k, n in s["errors"].items():
         kinds[k] = kinds.get(k, 0) + n
+failed = sum(kinds.values())
+bad = [s["t"] for s in r["timeline"] if s["errors"]]
+recovered = (max(bad) + 1 - at) if bad else 0
 print(f"{sent} {failed} {max(recovered, 0)} {','.join(f'{k}:{n}' for k, n in sorted(kinds.items())) or '-'}")
 PY
 }
@@ -107,19 +111,14 @@ PY
 # Viewers joining region eu (players: owner routing, failover as clients do) for `secs`.
 viewers() {
   local name="$1" secs="$2"
-  cat > "$work/$name.toml" <<PLAN
-timeout = "3s"
+  loadgen_eu "$name" "timeout = \"3s\"
 [[phase]]
-name = "$name"
-duration = "${secs}s"
+name = \"$name\"
+duration = \"${secs}s\"
 rate = 4
-arrivals = "poisson"
-keys = { kind = "fixed", path = "/video/demo/master.m3u8" }
-viewers = { segments = 6, speed = 4 }
-PLAN
-  # shellcheck disable=SC2046
-  run_in eu loadgen $(edges eu 1) --scenario "/out/$name.toml" --out "/out/$name" "$url/" \
-    >/dev/null 2>&1
+arrivals = \"poisson\"
+keys = { kind = \"fixed\", path = \"/video/demo/master.m3u8\" }
+viewers = { segments = 6, speed = 4 }"
 }
 viewer_figures() {
   python3 - "$work/$1/loadgen.json" <<'PY'

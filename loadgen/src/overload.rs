@@ -205,13 +205,7 @@ fn phase(name: &str, d: Duration, rate: f64, keys: &Keys) -> Phase {
 /// HTTP/2 with many streams per connection, so that a refusal is never queued behind a
 /// fill on the generator's side and its latency is the edge's alone.
 fn plan(phases: Vec<Phase>) -> Plan {
-    let mut p = Plan::spike(
-        1.0,
-        1.0,
-        [Duration::from_secs(1); 3],
-        Keys::Fixed { path: "/".into() },
-    );
-    p.phases = phases;
+    let mut p = Plan::new(phases);
     p.http2 = true;
     p.connections = 8;
     p

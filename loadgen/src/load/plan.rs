@@ -176,12 +176,17 @@ impl Plan {
     /// A spike: `rate` for `before`, `factor × rate` for `during`, `rate` again for `after`.
     pub fn spike(rate: f64, factor: f64, phases: [Duration; 3], keys: Keys) -> Self {
         let phase = |name: &str, d: Duration, r| Phase::constant(name, d, r, keys.clone());
+        Self::new(vec![
+            phase("baseline", phases[0], rate),
+            phase("spike", phases[1], rate * factor),
+            phase("after", phases[2], rate),
+        ])
+    }
+
+    /// `phases`, with the default bounds and connections.
+    pub fn new(phases: Vec<Phase>) -> Self {
         Self {
-            phases: vec![
-                phase("baseline", phases[0], rate),
-                phase("spike", phases[1], rate * factor),
-                phase("after", phases[2], rate),
-            ],
+            phases,
             max_requests: default_max_requests(),
             timeout: default_timeout(),
             max_inflight: default_max_inflight(),

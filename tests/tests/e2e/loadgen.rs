@@ -23,6 +23,17 @@ async fn region_with(edges: usize, prefix: &str, n: usize, body: bytes::Bytes) -
     c
 }
 
+/// `plan` through region 0 of `c`, owner-routed, with no scraping and no progress lines.
+async fn quietly(c: &Cluster, plan: &Plan, seed: u64) -> shoal_loadgen::load::Results {
+    let target = Target::Region(c.client(0).expect("client"));
+    let opts = Options {
+        metrics: Vec::new(),
+        progress: false,
+        seed,
+    };
+    run::run(plan, &target, &opts).await.expect("run")
+}
+
 /// A 10× spike (100 → 1,000 → 100 requests/s, 2 s each) of Zipf requests over 300 stored
 /// objects through a region of two edges, owner-routed: no request fails, the region asks
 /// the origin at most once per distinct object, the hit ratio after the spike is above the
@@ -237,13 +248,7 @@ async fn viewers_joining_by_a_poisson_process_with_a_spike_of_joins() {
         "#,
     )
     .expect("plan");
-    let target = Target::Region(c.client(0).expect("client"));
-    let opts = Options {
-        metrics: Vec::new(),
-        progress: false,
-        seed: 5,
-    };
-    let r = run::run(&plan, &target, &opts).await.expect("run");
+    let r = quietly(&c, &plan, 5).await;
     println!("{}", report::table(&r));
     assert_eq!(r.viewers.len(), 2);
     let (joins, spike) = (&r.viewers[0], &r.viewers[1]);
@@ -281,18 +286,13 @@ async fn load_over_http2_is_answered() {
         "#,
     )
     .expect("plan");
-    let target = Target::Region(c.client(0).expect("client"));
-    let opts = Options {
-        metrics: Vec::new(),
-        progress: false,
-        seed: 9,
-    };
-    let r = run::run(&plan, &target, &opts).await.expect("run");
+    let seed = 9;
+    let r = quietly(&c, &plan, seed).await;
     assert_eq!((r.phases[0].sent, r.phases[0].ok), (500, 500), "{r:?}");
     assert!(r.phases[0].hit_ratio > 0.9, "{r:?}");
     // And the same plan over HTTP/1.1, for comparison in the output.
     plan.http2 = false;
-    let r1 = run::run(&plan, &target, &opts).await.expect("run");
+    let r1 = quietly(&c, &plan, seed).await;
     assert_eq!(r1.phases[0].ok, 500);
     println!(
         "h2 p99 {:.2} ms, h1 p99 {:.2} ms",
@@ -321,14 +321,8 @@ async fn a_trace_replays_at_its_timestamps_time_scaled() {
         file.display().to_string()
     ))
     .expect("plan");
-    let target = Target::Region(c.client(0).expect("client"));
-    let opts = Options {
-        metrics: Vec::new(),
-        progress: false,
-        seed: 1,
-    };
     let started = std::time::Instant::now();
-    let r = run::run(&plan, &target, &opts).await.expect("run");
+    let r = quietly(&c, &plan, 1).await;
     assert_eq!((r.phases[0].sent, r.phases[0].ok), (12, 12), "{r:?}");
     assert_eq!(r.distinct_paths, 3);
     // Sent by the trace's clock: the run lasts its 1 s phase, not less.
@@ -337,12 +331,11 @@ async fn a_trace_replays_at_its_timestamps_time_scaled() {
 }
 
 /// An edge that dies before the run: its keys go to the next edge on the ring, as the region
-/// client fails over. Only the first requests to it fail (each connection that finds it
-/// gone marks it down for a second), not its whole share of the keys.
+/// client fails over. Only the first requests to it fail (a connection that finds it gone
+/// marks it down until a probe finds it answering), not its whole share of the keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
     let mut c = region_with(2, "/d/", 50, bytes::Bytes::from_static(b"d")).await;
-    let target = Target::Region(c.client(0).expect("client"));
     c.kill_edge(0, 1);
     let keys = Keys::Uniform {
         prefix: "/d/".into(),
@@ -350,12 +343,7 @@ async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
     };
     let mut plan = Plan::spike(300.0, 1.0, [Duration::from_millis(700); 3], keys);
     plan.connections = 4;
-    let opts = Options {
-        metrics: Vec::new(),
-        progress: false,
-        seed: 2,
-    };
-    let r = run::run(&plan, &target, &opts).await.expect("run");
+    let r = quietly(&c, &plan, 2).await;
     let (sent, errors): (u64, u64) = r
         .phases
         .iter()
