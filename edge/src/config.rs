@@ -18,8 +18,9 @@ use crate::error::EdgeError;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OriginLink {
-    /// Origin QUIC address. Default `127.0.0.1:4433`.
-    pub addr: SocketAddr,
+    /// Origin QUIC address, `ip:port` or `name:port` (a name is resolved at every
+    /// connect, so an origin Service that moves is followed). Default `127.0.0.1:4433`.
+    pub addr: HostPort,
     /// TLS server name to present. Default `localhost`.
     pub server_name: String,
     /// PEM file of origin certificates to pin: every certificate in it is trusted, so a
@@ -33,14 +34,15 @@ pub struct OriginLink {
     /// every connection.
     pub token: Option<String>,
     /// Local UDP address of the edge's QUIC endpoint. Default: loopback for a loopback
-    /// origin, else the unspecified address of the origin's family, port 0.
+    /// origin, else the unspecified address of the origin's family (IPv4 for a name),
+    /// port 0.
     pub bind: Option<SocketAddr>,
 }
 
 impl Default for OriginLink {
     fn default() -> Self {
         Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 4433)).into(),
             server_name: "localhost".into(),
             cert_file: None,
             fingerprint: None,
@@ -55,11 +57,11 @@ impl OriginLink {
     /// The local address the QUIC endpoint binds.
     pub fn bind_addr(&self) -> SocketAddr {
         self.bind.unwrap_or_else(|| {
-            let ip: IpAddr = match self.addr.ip() {
-                IpAddr::V4(a) if a.is_loopback() => Ipv4Addr::LOCALHOST.into(),
-                IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-                IpAddr::V6(a) if a.is_loopback() => Ipv6Addr::LOCALHOST.into(),
-                IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            let ip: IpAddr = match self.addr.socket_addr().map(|a| a.ip()) {
+                Some(IpAddr::V4(a)) if a.is_loopback() => Ipv4Addr::LOCALHOST.into(),
+                Some(IpAddr::V6(a)) if a.is_loopback() => Ipv6Addr::LOCALHOST.into(),
+                Some(IpAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+                Some(IpAddr::V4(_)) | None => Ipv4Addr::UNSPECIFIED.into(),
             };
             SocketAddr::new(ip, 0)
         })
@@ -232,8 +234,11 @@ pub struct EdgeConfig {
     /// Listen backlog of both listeners (`4096`, as nginx-class servers use; the kernel
     /// caps it at `net.core.somaxconn`), so a connection spike is queued, not dropped.
     pub listen_backlog: u32,
-    /// The other edges of the region: id → HTTP address. This edge is added itself.
-    pub peers: BTreeMap<String, SocketAddr>,
+    /// The other edges of the region: id → HTTP address, `ip:port` or `name:port` (names
+    /// are resolved again every `discovery.every`). This edge is added itself.
+    pub peers: BTreeMap<String, HostPort>,
+    /// Ring membership from DNS, beside or instead of `peers`.
+    pub discovery: DiscoverySection,
     /// Virtual nodes per edge on the ring. Default 256.
     pub vnodes: u32,
     /// The origin.
@@ -285,6 +290,123 @@ impl Default for PrefetchSection {
     }
 }
 
+/// Ring membership from DNS. With `srv` set, the region's edges are the targets of that
+/// SRV record, as a Kubernetes headless Service publishes them for a StatefulSet
+/// (`_http._tcp.edge-eu.shoal.svc.cluster.local`): each target's first label is the
+/// node id (the pod's stable name), its address the target's A/AAAA record, its port
+/// the record's. Re-resolved every `every`, so scaling the StatefulSet changes the ring
+/// without a restart. A failed lookup keeps the last membership; a name with no records
+/// leaves this edge alone on the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// SRV name of the region's edges. Default none: `peers` only.
+    pub srv: Option<String>,
+    /// How often names are resolved again (`5s`).
+    pub every: HumanDuration,
+    /// One lookup's time limit (`2s`).
+    pub timeout: HumanDuration,
+    /// A DNS server to ask instead of `/etc/resolv.conf`'s (`ip:port`).
+    pub nameserver: Option<SocketAddr>,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        Self {
+            srv: None,
+            every: HumanDuration::secs(5),
+            timeout: HumanDuration::secs(2),
+            nameserver: None,
+        }
+    }
+}
+
+/// An address by IP or by name: `10.0.0.1:8080`, `[::1]:8080`, `edge-eu-2:8080`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+impl HostPort {
+    /// The host: an IP literal (without brackets) or a DNS name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The address, when the host is an IP literal (no lookup needed).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(a: SocketAddr) -> Self {
+        Self {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(a.into());
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("expected host:port, got {s:?}"))?;
+        let port = port.parse().map_err(|e| format!("port in {s:?}: {e}"))?;
+        // A DNS name (RFC 1123 labels, plus `_` as SRV names have); anything else here is a
+        // typo, not a host.
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let name = host.strip_suffix('.').unwrap_or(host);
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "{host:?} in {s:?} is neither an IP address nor a DNS name"
+            ));
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.socket_addr() {
+            Some(a) => a.fmt(f),
+            None => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A secret from the config: compared in constant time, never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -321,6 +443,7 @@ impl Default for EdgeConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
             listen_backlog: 4096,
             peers: BTreeMap::new(),
+            discovery: DiscoverySection::default(),
             vnodes: shoal_cache_core::ring::DEFAULT_VNODES,
             origin: OriginLink::default(),
             cache: CacheSection::default(),
@@ -355,12 +478,15 @@ pub struct EdgeFlags {
     /// Region name.
     #[arg(long)]
     pub region: Option<String>,
-    /// A region peer, `id=addr` (repeatable).
+    /// A region peer, `id=host:port` (repeatable; the host may be a DNS name).
     #[arg(long = "peer", value_parser = parse_peer)]
-    pub peers: Vec<(String, SocketAddr)>,
-    /// Origin QUIC address.
+    pub peers: Vec<(String, HostPort)>,
+    /// Ring membership from this SRV name (a headless Service), re-resolved.
     #[arg(long)]
-    pub origin: Option<SocketAddr>,
+    pub discover_srv: Option<String>,
+    /// Origin QUIC address, `host:port`.
+    #[arg(long)]
+    pub origin: Option<HostPort>,
     /// Origin certificates (PEM) to pin.
     #[arg(long)]
     pub origin_cert: Option<PathBuf>,
@@ -381,8 +507,8 @@ pub struct EdgeFlags {
     pub policy: Option<Policy>,
 }
 
-/// Parses `id=addr`.
-pub fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
+/// Parses `id=host:port`.
+pub fn parse_peer(s: &str) -> Result<(String, HostPort), String> {
     let (id, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("expected id=addr, got {s:?}"))?;
@@ -423,6 +549,9 @@ impl EdgeConfig {
         set(&mut self.node_id, f.node_id);
         set(&mut self.region, f.region);
         self.peers.extend(f.peers);
+        if f.discover_srv.is_some() {
+            self.discovery.srv = f.discover_srv;
+        }
         set(&mut self.origin.addr, f.origin);
         if f.origin_cert.is_some() {
             self.origin.cert_file = f.origin_cert;
@@ -470,12 +599,25 @@ impl EdgeConfig {
         if self
             .peers
             .get(&self.node_id)
-            .is_some_and(|a| *a != self.listen)
+            .and_then(HostPort::socket_addr)
+            .is_some_and(|a| a != self.listen)
         {
             return bad(format!(
                 "peers lists this edge ({}) at another address than listen",
                 self.node_id
             ));
+        }
+        if self.discovery.every.get() < Duration::from_millis(100)
+            || self.discovery.timeout.get().is_zero()
+        {
+            return bad(
+                "discovery.every must be at least 100ms and discovery.timeout more than 0".into(),
+            );
+        }
+        if let Some(srv) = &self.discovery.srv
+            && format!("{srv}:1").parse::<HostPort>().is_err()
+        {
+            return bad(format!("discovery.srv {srv:?} is not a DNS name"));
         }
         if self.origin.cert_file.is_none()
             && self.origin.fingerprint.is_none()
@@ -617,16 +759,70 @@ mod tests {
             ..EdgeFlags::default()
         });
         assert_eq!(c.node_id, "x");
-        assert_eq!(c.peers["y"], SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(
+            c.peers["y"].socket_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9)))
+        );
         assert_eq!(c.cache.capacity.bytes(), 2 << 20);
         assert_eq!(c.origin.fingerprints, ["ab"]);
         assert!(parse_peer("nope").is_err());
     }
 
     #[test]
+    fn host_port_takes_ips_and_names_and_names_the_bad_part() {
+        let h: HostPort = "Edge-EU-2.shoal.svc.cluster.local:8080".parse().unwrap();
+        assert_eq!(
+            (h.host(), h.port()),
+            ("edge-eu-2.shoal.svc.cluster.local", 8080)
+        );
+        assert_eq!(h.socket_addr(), None);
+        let h: HostPort = "[::1]:80".parse().unwrap();
+        assert_eq!(h.socket_addr(), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(h.to_string(), "[::1]:80");
+        for (bad, names) in [
+            ("edge", "host:port"),
+            ("edge:http", "port"),
+            ("edge:70000", "port"),
+            ("ed ge:80", "neither"),
+            ("-edge:80", "neither"),
+            (":80", "neither"),
+            ("a..b:80", "neither"),
+        ] {
+            let e = bad.parse::<HostPort>().unwrap_err();
+            assert!(e.contains(names), "{bad}: {e}");
+        }
+        let e = EdgeConfig::from_toml("[peers]\ne2 = \"no such:80\"").unwrap_err();
+        assert!(e.to_string().contains("neither"), "{e}");
+        let mut c = EdgeConfig::default();
+        c.origin.fingerprint = Some("ab".into());
+        c.discovery.srv = Some("_http._tcp.edge eu".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("discovery.srv")
+        );
+    }
+
+    #[test]
+    fn the_kubernetes_edge_config_parses_and_checks() {
+        let mut c = EdgeConfig::from_toml(include_str!("../../deploy/k8s/base/edge.toml")).unwrap();
+        // What the StatefulSet's flags add.
+        c.apply(EdgeFlags {
+            node_id: Some("edge-eu-0".into()),
+            discover_srv: Some("_http._tcp.edge-eu.shoal.svc.cluster.local".into()),
+            ..EdgeFlags::default()
+        });
+        c.validate().unwrap();
+        assert_eq!(c.origin.addr.host(), "origin.shoal.svc.cluster.local");
+    }
+
+    #[test]
     fn quic_binds_the_origin_family_and_loopback_for_loopback() {
         let mut o = OriginLink::default();
         assert_eq!(o.bind_addr(), "127.0.0.1:0".parse().unwrap());
+        o.addr = "origin.shoal.svc:4433".parse().unwrap();
+        assert_eq!(o.bind_addr(), "0.0.0.0:0".parse().unwrap());
         o.addr = "10.1.2.3:4433".parse().unwrap();
         assert_eq!(o.bind_addr(), "0.0.0.0:0".parse().unwrap());
         o.addr = "[2001:db8::1]:4433".parse().unwrap();

@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub mod config;
+mod discovery;
 pub mod error;
 mod headers;
 mod invalidation;
@@ -140,6 +141,37 @@ impl Edge {
             .get()
             .min(Duration::from_millis(500));
         tasks.spawn(async move { st.peers.watch(Duration::from_secs(1), probe, c).await });
+        // Peers by name and SRV membership are resolved once before serving (bounded by
+        // the lookup timeout), then again every `discovery.every`.
+        state.metrics.ring_members(state.peers.now().region.len());
+        if discovery::needed(&state.config) {
+            let resolver = discovery::DnsResolver::new(&state.config.discovery)
+                .map_err(|e| EdgeError::Config(format!("discovery: {e}")))?;
+            let first = discovery::Membership::literal(&state.config);
+            let first = match discovery::resolve(&state.config, &resolver, &first).await {
+                Ok(m) => {
+                    state.set_members(&m);
+                    m
+                }
+                Err(e) => {
+                    tracing::warn!("ring discovery: {e}; starting with the configured peers");
+                    state.metrics.discovery_error();
+                    first
+                }
+            };
+            let (st, c) = (state.clone(), cancel.clone());
+            tasks.spawn(async move {
+                discovery::follow(
+                    &st.config,
+                    &resolver,
+                    first,
+                    c,
+                    |m| st.set_members(m),
+                    |_| st.metrics.discovery_error(),
+                )
+                .await;
+            });
+        }
         // Rate-limiter entries of clients that went quiet are dropped now and then.
         let (st, c) = (state.clone(), cancel.clone());
         tasks.spawn(async move {

@@ -52,6 +52,9 @@ pub struct Metrics {
     fills_arriving: Gauge,
     fill_joins: Counter,
     prefetches: Family<ResultLabels, Counter>,
+    ring_members: Gauge,
+    ring_changes: Counter,
+    discovery_errors: Counter,
 }
 
 /// Registers `metric` under `name` and returns the handle kept for recording.
@@ -159,6 +162,24 @@ impl Default for Metrics {
                 "CMCD prefetches by result (fetched, forwarded, cached, busy, error, invalid, not_allowed)",
                 Family::default(),
             ),
+            ring_members: registered(
+                r,
+                "ring_members",
+                "Edges on this edge's ring, itself included",
+                Gauge::default(),
+            ),
+            ring_changes: registered(
+                r,
+                "ring_changes",
+                "Times ring discovery found edges joining or leaving",
+                Counter::default(),
+            ),
+            discovery_errors: registered(
+                r,
+                "discovery_errors",
+                "Ring discovery rounds whose lookup failed (the membership stayed as it was)",
+                Counter::default(),
+            ),
             registry: std::mem::take(r),
         }
     }
@@ -171,6 +192,21 @@ impl Metrics {
             .get_or_create(&RequestLabels { status, cache })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    /// The ring has `n` edges.
+    pub fn ring_members(&self, n: usize) {
+        self.ring_members.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Discovery changed the ring.
+    pub fn ring_changed(&self) {
+        self.ring_changes.inc();
+    }
+
+    /// A discovery round failed.
+    pub fn discovery_error(&self) {
+        self.discovery_errors.inc();
     }
 
     /// A request started (+1) or ended (−1).

@@ -1,15 +1,20 @@
-//! The other edges of the region: their addresses, their health, and the HTTP client that
-//! forwards to them.
+//! The other edges of the region: the ring they form with this edge, their addresses,
+//! their health, and the HTTP client that forwards to them. Membership can change while
+//! the edge runs (ring discovery): requests read one consistent snapshot, [`Members`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use shoal_cache_core::{KeyPolicy, RegionMap};
+
+use crate::discovery::Membership;
+use crate::error::EdgeError;
 
 /// One region peer and its health.
 #[derive(Debug)]
@@ -46,44 +51,122 @@ impl Peer {
     }
 }
 
+/// The region as one request sees it: the ring and the peers' addresses and health.
+#[derive(Debug)]
+pub(crate) struct Members {
+    /// Ring and key policy: the same contract the region's clients use.
+    pub(crate) region: RegionMap,
+    map: HashMap<String, Arc<Peer>>,
+}
+
+impl Members {
+    /// The peer with `id`, where its address is known.
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Peer>> {
+        self.map.get(id)
+    }
+}
+
+/// How the ring changed in an update.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RingChange {
+    /// Nodes that joined.
+    pub(crate) joined: Vec<String>,
+    /// Nodes that left.
+    pub(crate) left: Vec<String>,
+}
+
 /// The region's other edges.
 #[derive(Debug)]
 pub(crate) struct Peers {
-    map: HashMap<String, Peer>,
+    now: RwLock<Arc<Members>>,
+    node_id: String,
+    vnodes: u32,
+    keys: KeyPolicy,
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
     pub(crate) down_for: Duration,
 }
 
 impl Peers {
-    /// Peers at `addrs`; connecting to one is bounded by `connect`.
-    pub(crate) fn new<'a>(
-        addrs: impl IntoIterator<Item = (&'a String, &'a SocketAddr)>,
+    /// This edge (`node_id`) and the peers of `m` on a ring of `vnodes` virtual nodes each;
+    /// connecting to a peer is bounded by `connect`.
+    pub(crate) fn new(
+        node_id: &str,
+        vnodes: u32,
+        keys: KeyPolicy,
+        m: &Membership,
         connect: Duration,
         down_for: Duration,
-    ) -> Self {
+    ) -> Result<Self, EdgeError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect));
         connector.set_nodelay(true);
-        Self {
-            map: addrs
-                .into_iter()
-                .map(|(id, addr)| {
-                    let p = Peer {
+        let peers = Self {
+            now: RwLock::new(Arc::new(Members {
+                region: RegionMap::default(),
+                map: HashMap::new(),
+            })),
+            node_id: node_id.to_string(),
+            vnodes,
+            keys,
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
+            down_for,
+        };
+        peers.update(m)?;
+        Ok(peers)
+    }
+
+    /// The region now.
+    pub(crate) fn now(&self) -> Arc<Members> {
+        self.now.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Takes the membership `m`: a new ring when its nodes changed (keys move only to and
+    /// from the nodes that joined or left, as consistent hashing promises), new addresses
+    /// where they moved. A peer whose address stayed keeps its health.
+    pub(crate) fn update(&self, m: &Membership) -> Result<RingChange, EdgeError> {
+        let old = self.now();
+        let old_ids: BTreeSet<&str> = old
+            .region
+            .ring()
+            .nodes()
+            .filter(|n| *n != self.node_id)
+            .collect();
+        let new_ids: BTreeSet<&str> = m.ids.iter().map(String::as_str).collect();
+        let change = RingChange {
+            joined: new_ids
+                .difference(&old_ids)
+                .map(|s| s.to_string())
+                .collect(),
+            left: old_ids
+                .difference(&new_ids)
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let region = if old.region.is_empty() || change != RingChange::default() {
+            let nodes = std::iter::once(self.node_id.as_str()).chain(new_ids.iter().copied());
+            RegionMap::new(self.vnodes, nodes, self.keys.clone())
+                .map_err(|e| EdgeError::Config(e.to_string()))?
+        } else {
+            old.region.clone()
+        };
+        let map = m
+            .addrs
+            .iter()
+            .filter(|(id, _)| m.ids.contains(*id) && **id != self.node_id)
+            .map(|(id, addr)| {
+                let p = match old.map.get(id) {
+                    Some(p) if p.addr == *addr => p.clone(),
+                    _ => Arc::new(Peer {
                         addr: *addr,
                         down_until: Mutex::new(None),
                         gone: tokio::sync::Notify::new(),
-                    };
-                    (id.clone(), p)
-                })
-                .collect(),
-            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
-            down_for,
-        }
-    }
-
-    /// The peer with `id`.
-    pub(crate) fn get(&self, id: &str) -> Option<&Peer> {
-        self.map.get(id)
+                    }),
+                };
+                (id.clone(), p)
+            })
+            .collect();
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Members { region, map });
+        Ok(change)
     }
 
     /// Probes every peer every `every` with a TCP connect bounded by `connect`, until
@@ -102,7 +185,8 @@ impl Peers {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            let probes = self.map.values().map(|p| async move {
+            let now = self.now();
+            let probes = now.map.values().map(|p| async move {
                 let up = tokio::time::timeout(connect, tokio::net::TcpStream::connect(p.addr))
                     .await
                     .is_ok_and(|c| c.is_ok());
@@ -121,40 +205,110 @@ impl Peers {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_failed_peer_is_skipped_for_a_while() {
-        let id = "e2".to_string();
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let peers = Peers::new(
-            [(&id, &addr)],
+    fn membership(peers: &[(&str, SocketAddr)]) -> Membership {
+        Membership {
+            ids: peers.iter().map(|(id, _)| id.to_string()).collect(),
+            addrs: peers.iter().map(|(id, a)| (id.to_string(), *a)).collect(),
+        }
+    }
+
+    fn peers(m: &Membership) -> Peers {
+        Peers::new(
+            "e1",
+            64,
+            KeyPolicy::default(),
+            m,
             Duration::from_secs(1),
             Duration::from_secs(2),
-        );
-        let p = peers.get("e2").unwrap();
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_peer_is_skipped_for_a_while() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let peers = peers(&membership(&[("e2", addr)]));
+        let now = peers.now();
+        let p = now.get("e2").unwrap();
         let t0 = Instant::now();
         assert!(!p.is_down(t0));
         p.mark_down(t0, peers.down_for);
         assert!(p.is_down(t0 + Duration::from_secs(1)));
         assert!(!p.is_down(t0 + Duration::from_secs(3)));
-        assert!(peers.get("e3").is_none());
+        assert!(now.get("e3").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_new_membership_moves_only_the_keys_of_the_nodes_that_came_or_went() {
+        let a: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        let peers = peers(&membership(&[("e2", a)]));
+        let before = peers.now();
+        before
+            .get("e2")
+            .unwrap()
+            .mark_down(Instant::now(), Duration::from_secs(60));
+        let keys: Vec<_> = (0..2000)
+            .map(|i| before.region.key("h.test", &format!("/o/{i}")).unwrap())
+            .collect();
+        // e3 joins: keys move only to it; e2 keeps its health (same address).
+        let change = peers.update(&membership(&[("e2", a), ("e3", b)])).unwrap();
+        assert_eq!(change.joined, ["e3"]);
+        assert!(change.left.is_empty());
+        let after = peers.now();
+        assert_eq!(after.region.len(), 3);
+        assert!(after.get("e2").unwrap().is_down(Instant::now()));
+        let mut moved = 0;
+        for k in &keys {
+            let (o, n) = (before.region.owner(k), after.region.owner(k));
+            if o != n {
+                assert_eq!(n, Some("e3"), "a key moved between nodes that stayed");
+                moved += 1;
+            }
+        }
+        assert!(
+            (400..1000).contains(&moved),
+            "about a third moved, got {moved}"
+        );
+        // e2 leaves: only its keys move, and the snapshot a request already holds is
+        // unchanged.
+        let change = peers.update(&membership(&[("e3", b)])).unwrap();
+        assert_eq!(
+            (change.joined.len(), change.left),
+            (0, vec!["e2".to_string()])
+        );
+        let last = peers.now();
+        for k in &keys {
+            if after.region.owner(k) != Some("e2") {
+                assert_eq!(after.region.owner(k), last.region.owner(k));
+            }
+        }
+        assert!(last.get("e2").is_none() && after.get("e2").is_some());
+        // Nothing changed: the same ring; a moved address: a fresh peer (healthy).
+        last.get("e3")
+            .unwrap()
+            .mark_down(Instant::now(), Duration::from_secs(60));
+        assert_eq!(
+            peers.update(&membership(&[("e3", b)])).unwrap(),
+            RingChange::default()
+        );
+        assert!(peers.now().get("e3").unwrap().is_down(Instant::now()));
+        peers.update(&membership(&[("e3", a)])).unwrap();
+        assert!(!peers.now().get("e3").unwrap().is_down(Instant::now()));
     }
 
     #[tokio::test]
     async fn the_watch_marks_a_silent_peer_down_ends_its_forwards_and_brings_it_back() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (up_id, up_addr) = ("up".to_string(), listener.local_addr().unwrap());
+        let up_addr = listener.local_addr().unwrap();
         // A port nobody listens on any more (tests stay on loopback, where a dead peer is
         // refused rather than silent; the probe's timeout covers the silent case).
         let gone_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dead_addr = gone_listener.local_addr().unwrap();
         drop(gone_listener);
-        let dead_id = "dead".to_string();
-        let peers = std::sync::Arc::new(Peers::new(
-            [(&up_id, &up_addr), (&dead_id, &dead_addr)],
-            Duration::from_secs(1),
-            Duration::from_secs(2),
-        ));
-        let dead = peers.get("dead").unwrap();
+        let peers = Arc::new(peers(&membership(&[("up", up_addr), ("dead", dead_addr)])));
+        let now = peers.now();
+        let dead = now.get("dead").unwrap();
         let waiting = dead.gone();
         let cancel = tokio_util::sync::CancellationToken::new();
         let watch = tokio::spawn({
@@ -168,14 +322,12 @@ mod tests {
             .await
             .expect("a forward waiting on the dead peer was woken");
         assert!(dead.is_down(Instant::now()));
-        assert!(!peers.get("up").unwrap().is_down(Instant::now()));
+        let up = now.get("up").unwrap();
+        assert!(!up.is_down(Instant::now()));
         // A peer marked down by a failed forward comes back at the next probe.
-        peers
-            .get("up")
-            .unwrap()
-            .mark_down(Instant::now(), Duration::from_secs(60));
+        up.mark_down(Instant::now(), Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(!peers.get("up").unwrap().is_down(Instant::now()));
+        assert!(!up.is_down(Instant::now()));
         cancel.cancel();
         watch.await.unwrap();
     }

@@ -1,13 +1,14 @@
 //! What every request shares: the configuration, the cache, the region's routing contract,
 //! the peers, the origin link, the metrics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use axum::http::HeaderValue;
 use shoal_cache_core::consistency::{Mode, Modes};
-use shoal_cache_core::{CachedObject, FreshnessPolicy, RegionMap, Store};
+use shoal_cache_core::{CachedObject, FreshnessPolicy, Store};
 
 use crate::config::EdgeConfig;
 use crate::error::EdgeError;
@@ -23,8 +24,7 @@ pub(crate) struct EdgeState {
     /// Freshness defaults, derived from the config once.
     pub(crate) freshness: FreshnessPolicy,
     pub(crate) store: Store<CachedObject>,
-    /// Ring and key policy: the same contract the region's clients use.
-    pub(crate) region: RegionMap,
+    /// The ring and the region's other edges (changed by ring discovery).
     pub(crate) peers: Peers,
     pub(crate) origin: Arc<dyn Origin>,
     /// Overload limits: per-client rate, requests in flight, the origin fill queue.
@@ -60,20 +60,23 @@ impl EdgeState {
             ))
         })?;
         let t = &config.timeouts;
+        let members = crate::discovery::Membership::literal(&config);
         let peers = Peers::new(
-            config.peers.iter().filter(|(id, _)| **id != config.node_id),
+            &config.node_id,
+            config.vnodes,
+            config.key_policy(),
+            &members,
             t.peer.get(),
             t.peer_down_for.get(),
-        );
+        )?;
         Ok(Self {
             freshness: config.freshness(),
-            region: config.region_map()?,
             store,
             peers,
             origin,
             admission: Admission::new(
                 &config.overload,
-                config.peers.values().map(|a| a.ip()).collect(),
+                members.addrs.values().map(SocketAddr::ip).collect(),
             ),
             metrics: Metrics::default(),
             growing: Default::default(),
@@ -123,6 +126,22 @@ impl EdgeState {
     ) -> usize {
         self.growing.invalidate(&matcher);
         self.store.invalidate(matcher, purge).await
+    }
+
+    /// Takes the region membership discovery found: a new ring when nodes came or went.
+    pub(crate) fn set_members(&self, m: &crate::discovery::Membership) {
+        match self.peers.update(m) {
+            Ok(change) => {
+                if !change.joined.is_empty() || !change.left.is_empty() {
+                    tracing::info!(joined = ?change.joined, left = ?change.left, "ring changed");
+                    self.metrics.ring_changed();
+                }
+                self.metrics.ring_members(self.peers.now().region.len());
+                self.admission
+                    .set_peers(m.addrs.values().map(SocketAddr::ip).collect());
+            }
+            Err(e) => tracing::warn!("ring discovery: {e}"),
+        }
     }
 
     /// Takes the modes the origin announced.

@@ -27,8 +27,9 @@ pub(crate) struct Admission {
     per_client: Option<Limiter>,
     client_ip_header: Option<String>,
     /// Addresses of the region's other edges: their forwards were admitted where the
-    /// client connected, and must not count as one client here.
-    peers: Vec<IpAddr>,
+    /// client connected, and must not count as one client here. Replaced when ring
+    /// discovery finds new members.
+    peers: std::sync::RwLock<Vec<IpAddr>>,
     inflight: Arc<Semaphore>,
     pub(crate) fills: Arc<Semaphore>,
     pub(crate) fill_wait: Duration,
@@ -59,13 +60,25 @@ impl Admission {
         Self {
             per_client,
             client_ip_header: c.client_ip_header.clone(),
-            peers,
+            peers: std::sync::RwLock::new(peers),
             inflight: Arc::new(Semaphore::new(c.max_inflight)),
             fills: Arc::new(Semaphore::new(c.max_fills)),
             fill_wait: c.fill_queue_timeout.get(),
             fill_waiting: AtomicUsize::new(0),
             max_fill_queue: c.max_fill_queue,
         }
+    }
+
+    /// The region's edges are now at `peers`.
+    pub(crate) fn set_peers(&self, peers: Vec<IpAddr>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
+    fn is_peer(&self, ip: IpAddr) -> bool {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&ip)
     }
 
     /// A fill slot at once if one is free; else a place in the queue for one, or `None`
@@ -85,7 +98,7 @@ impl Admission {
     /// The client a request counts against: the trusted header's address, else the peer's;
     /// none for a forward from a region peer (the header alone proves nothing).
     pub(crate) fn client(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
-        if headers.contains_key(super::FORWARDED) && peer.is_some_and(|p| self.peers.contains(&p)) {
+        if headers.contains_key(super::FORWARDED) && peer.is_some_and(|p| self.is_peer(p)) {
             return None;
         }
         self.client_ip_header
@@ -99,7 +112,7 @@ impl Admission {
     /// Whether the request is a forward from one of the region's edges: marked, and from a
     /// peer's address (the mark alone proves nothing).
     pub(crate) fn is_peer_forward(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
-        headers.contains_key(super::FORWARDED) && peer.is_some_and(|p| self.peers.contains(&p))
+        headers.contains_key(super::FORWARDED) && peer.is_some_and(|p| self.is_peer(p))
     }
 
     /// Admits a request from `client`, or says why not.

@@ -169,6 +169,8 @@ async fn run(
             .map_err(|e| EdgeError::Forbidden(e.to_string()))?;
     }
     let key = st
+        .peers
+        .now()
         .region
         .key(&target.host, &target.path_and_query)
         .map_err(|e| EdgeError::BadRequest(e.to_string()))?;

@@ -74,7 +74,7 @@ pub(crate) fn after_read(st: &Arc<EdgeState>, headers: &HeaderMap, target: &Targ
     let resolved = resolve_next(path, &next);
     let key = resolved
         .as_deref()
-        .and_then(|n| st.region.key(&target.host, n).ok());
+        .and_then(|n| st.peers.now().region.key(&target.host, n).ok());
     let Some(key) = key else {
         st.metrics.prefetch("invalid");
         return;
@@ -86,7 +86,7 @@ pub(crate) fn after_read(st: &Arc<EdgeState>, headers: &HeaderMap, target: &Targ
     }
     let (st, host) = (st.clone(), target.host.clone());
     tokio::spawn(async move {
-        if st.region.owner(&key) == Some(&st.config.node_id) {
+        if st.peers.now().region.owner(&key) == Some(&st.config.node_id) {
             local(st, key).await;
         } else {
             to_owner(st, &host, key).await;
@@ -96,11 +96,12 @@ pub(crate) fn after_read(st: &Arc<EdgeState>, headers: &HeaderMap, target: &Targ
 
 /// Asks the key's owner to prefetch it; the owner answers as soon as it has started.
 async fn to_owner(st: Arc<EdgeState>, host: &str, key: CacheKey) {
-    for node in st.region.candidates(&key) {
+    let members = st.peers.now();
+    for node in members.region.candidates(&key) {
         if node == st.config.node_id {
             break;
         }
-        let Some(peer) = st.peers.get(node) else {
+        let Some(peer) = members.get(node) else {
             continue;
         };
         if peer.is_down(std::time::Instant::now()) {

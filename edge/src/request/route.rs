@@ -48,14 +48,19 @@ pub(crate) async fn to_owner(
     body: &Bytes,
 ) -> Option<Response<Body>> {
     // Hot path: most keys an edge sees are its own; skip the candidate walk for them.
-    if ctx.headers.contains_key(FORWARDED) || st.region.owner(key) == Some(&st.config.node_id) {
+    if ctx.headers.contains_key(FORWARDED) {
         return None;
     }
-    for node in st.region.candidates(key) {
+    // One snapshot of the region for the whole walk, even if discovery changes it meanwhile.
+    let members = st.peers.now();
+    if members.region.owner(key) == Some(&st.config.node_id) {
+        return None;
+    }
+    for node in members.region.candidates(key) {
         if node == st.config.node_id {
             return None;
         }
-        let Some(peer) = st.peers.get(node) else {
+        let Some(peer) = members.get(node) else {
             continue;
         };
         if peer.is_down(Instant::now()) {

@@ -356,10 +356,11 @@ async fn forwarded_requests_are_served_where_they_land_and_dead_owners_are_skipp
     c.peers
         .insert("dead".into(), "127.0.0.1:1".parse().unwrap());
     let st = edge(c, origin.clone());
-    let key = |p: &str| st.region.key("site.test", p).unwrap();
+    let region = st.peers.now().region.clone();
+    let key = |p: &str| region.key("site.test", p).unwrap();
     let owned = (0..200)
         .map(|i| format!("/x?{i}"))
-        .find(|p| st.region.owner(&key(p)) == Some("dead"))
+        .find(|p| region.owner(&key(p)) == Some("dead"))
         .expect("the dead peer owns some key");
     let r = handle(st.clone(), get(&owned, &[(FORWARDED, "other")])).await;
     assert_eq!(r.status(), 200, "loop guard: served here");
@@ -375,6 +376,7 @@ async fn forwarded_requests_are_served_where_they_land_and_dead_owners_are_skipp
     assert!(m.contains("peer_forwards_total{result=\"error\"} 1"), "{m}");
     assert!(
         st.peers
+            .now()
             .get("dead")
             .unwrap()
             .is_down(std::time::Instant::now())

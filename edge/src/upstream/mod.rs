@@ -131,8 +131,10 @@ pub struct LinkSettings {
     pub region: String,
     /// The origin's edge token, if it requires one.
     pub token: Option<String>,
-    /// Origin address.
-    pub addr: std::net::SocketAddr,
+    /// Origin address (a name is resolved at every connect).
+    pub addr: crate::config::HostPort,
+    /// Resolves `addr` when it is a name.
+    pub(crate) resolver: Option<Arc<dyn crate::discovery::Resolve>>,
     /// Local UDP address.
     pub bind: std::net::SocketAddr,
     /// TLS server name.
@@ -170,7 +172,14 @@ impl LinkSettings {
             edge_id: c.node_id.clone(),
             region: c.region.clone(),
             token: c.origin.token.clone(),
-            addr: c.origin.addr,
+            addr: c.origin.addr.clone(),
+            resolver: match c.origin.addr.socket_addr() {
+                Some(_) => None,
+                None => Some(Arc::new(
+                    crate::discovery::DnsResolver::new(&c.discovery)
+                        .map_err(|e| EdgeError::Config(format!("origin.addr: {e}")))?,
+                )),
+            },
             bind: c.origin.bind_addr(),
             server_name: c.origin.server_name.clone(),
             pins: pin::pins(&c.origin)?,
@@ -284,9 +293,16 @@ impl OriginClient {
     /// Connects and introduces this edge (`Hello` with its token): the origin serves
     /// nothing on a connection before that.
     async fn connect(&self) -> Result<quinn::Connection, String> {
+        let addr = match (self.settings.addr.socket_addr(), &self.settings.resolver) {
+            (Some(a), _) => a,
+            (None, Some(r)) => crate::discovery::address(&**r, &self.settings.addr)
+                .await
+                .map_err(|e| e.to_string())?,
+            (None, None) => return Err(format!("{}: no resolver", self.settings.addr)),
+        };
         let connecting = self
             .endpoint
-            .connect(self.settings.addr, &self.settings.server_name)
+            .connect(addr, &self.settings.server_name)
             .map_err(|e| e.to_string())?;
         let limit = self.settings.connect_timeout;
         let conn = match tokio::time::timeout(limit, connecting).await {

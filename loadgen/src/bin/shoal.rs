@@ -362,13 +362,18 @@ async fn region_client(
         .authority()
         .map(|a| a.as_str().to_string())
         .context("URL needs a host")?;
-    let configured: Vec<(String, SocketAddr)> =
-        std::iter::once((region.node_id.clone(), region.listen))
-            .chain(region.peers.clone())
-            .collect();
     let list = if !edges.is_empty() {
         edges.to_vec()
     } else if !region.peers.is_empty() {
+        let mut configured = vec![(region.node_id.clone(), region.listen)];
+        for (id, hp) in region.peers.iter().filter(|(id, _)| **id != region.node_id) {
+            let addr = tokio::net::lookup_host(hp.to_string())
+                .await
+                .with_context(|| format!("peer {id} at {hp}"))?
+                .next()
+                .with_context(|| format!("peer {id}: {hp} did not resolve"))?;
+            configured.push((id.clone(), addr));
+        }
         configured
     } else {
         let addr = tokio::net::lookup_host(&host)

@@ -150,8 +150,12 @@ impl Cluster {
                 c.node_id = ids[i].clone();
                 c.region = name.clone();
                 c.listen = addrs[i];
-                c.peers = ids.iter().cloned().zip(addrs.iter().copied()).collect();
-                c.origin.addr = origin_addr;
+                c.peers = ids
+                    .iter()
+                    .cloned()
+                    .zip(addrs.iter().map(|a| (*a).into()))
+                    .collect();
+                c.origin.addr = origin_addr.into();
                 c.origin.fingerprint = Some(origin.fingerprint.clone());
                 c.origin.cert_file = None;
                 configs.push(EdgeConfig {
@@ -195,7 +199,7 @@ impl Cluster {
             .ids
             .iter()
             .cloned()
-            .zip(reg.addrs.iter().copied())
+            .zip(reg.addrs.iter().map(|a| (*a).into()))
             .collect();
         Ok(c.region_map()?)
     }

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod consistency;
+mod discovery;
 mod hitrate;
 mod hostile;
 mod invalidation;

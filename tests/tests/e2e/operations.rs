@@ -28,7 +28,7 @@ async fn edge_for(origin: SocketAddr, pin: impl FnOnce(&mut EdgeConfig)) -> Edge
         admin_listen: loopback(),
         ..EdgeConfig::default()
     };
-    c.origin.addr = origin;
+    c.origin.addr = origin.into();
     c.timeouts.origin_connect = HumanDuration::millis(500);
     pin(&mut c);
     Edge::start(c).await.expect("edge starts")
@@ -399,7 +399,7 @@ async fn stalled_readers_do_not_make_the_origin_hold_whole_files() {
     .await
     .expect("origin");
     let mut c = EdgeConfig::default();
-    c.origin.addr = o.quic_addr;
+    c.origin.addr = o.quic_addr.into();
     c.origin.fingerprints = vec![o.fingerprint.clone()];
     let link = std::sync::Arc::new(
         OriginClient::new(LinkSettings::from_config(&c).expect("settings")).expect("client"),
