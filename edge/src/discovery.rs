@@ -19,6 +19,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 
 use crate::config::{DiscoverySection, EdgeConfig, HostPort};
+use crate::error::EdgeError;
 
 /// Why a name gave no address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +159,20 @@ pub(crate) async fn address(resolver: &dyn Resolve, hp: &HostPort) -> Result<Soc
         .ok_or_else(|| DnsError::NoRecords {
             name: hp.host().to_string(),
         })
+}
+
+/// The address of `hp` through the system's DNS configuration (`/etc/resolv.conf`), read
+/// by hickory rather than the C library: a statically linked binary has no NSS, so the
+/// system resolver would see only `/etc/hosts`. For tools that take edges by name.
+pub async fn lookup(hp: &HostPort) -> Result<SocketAddr, EdgeError> {
+    if let Some(a) = hp.socket_addr() {
+        return Ok(a);
+    }
+    let resolver = DnsResolver::new(&DiscoverySection::default())
+        .map_err(|e| EdgeError::Config(format!("DNS: {e}")))?;
+    address(&resolver, hp)
+        .await
+        .map_err(|e| EdgeError::Config(format!("{hp}: {e}")))
 }
 
 /// The region's other edges as DNS has them now.

@@ -63,6 +63,7 @@ pub mod upstream;
 mod writeback;
 
 pub use config::{EdgeConfig, EdgeFlags};
+pub use discovery::lookup;
 pub use error::EdgeError;
 pub use request::{FORWARDED, NODE};
 /// `Range` parsing lives in the cache core (sans-IO, fuzzed there).

@@ -343,6 +343,9 @@ impl OriginClient {
     /// Keeps the link up until `cancel`: connect, publish, wait for the close, publish
     /// that, connect again (every `retry_every` while the origin does not answer).
     pub async fn maintain(self: Arc<Self>, cancel: CancellationToken, retry_every: Duration) {
+        // Failures are warned about when they change (a name that stopped resolving, a
+        // refused Hello), not at every retry.
+        let mut last_failure: Option<String> = None;
         loop {
             let attempt = tokio::select! {
                 () = cancel.cancelled() => return,
@@ -350,6 +353,7 @@ impl OriginClient {
             };
             match attempt {
                 Ok(conn) => {
+                    last_failure = None;
                     self.link.send_replace(Link::Up(conn.clone()));
                     // A completed handshake shows the origin is back: close the breaker
                     // rather than failing requests until its open period runs out.
@@ -363,7 +367,12 @@ impl OriginClient {
                     self.link.send_replace(Link::Down(why.to_string()));
                 }
                 Err(e) => {
-                    tracing::debug!(origin = %self.settings.addr, "origin not reachable: {e}");
+                    if last_failure.as_deref() == Some(e.as_str()) {
+                        tracing::debug!(origin = %self.settings.addr, "origin not reachable: {e}");
+                    } else {
+                        tracing::warn!(origin = %self.settings.addr, "origin not reachable: {e}");
+                        last_failure = Some(e.clone());
+                    }
                     self.link.send_replace(Link::Down(e));
                     tokio::select! {
                         () = cancel.cancelled() => return,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use shoal_edge::config::HostPort;
 use shoal_edge::{EdgeConfig, EdgeFlags};
 use shoal_loadgen::replay::hitrate::{self, Capacity};
 use shoal_loadgen::replay::trace::Trace;
@@ -61,7 +62,7 @@ enum Command {
         /// Region edges, `id=addr` (repeatable); default: the edge config's node and peers,
         /// or else the URL's own host:port.
         #[arg(long = "edge", value_parser = shoal_edge::config::parse_peer)]
-        edges: Vec<(String, SocketAddr)>,
+        edges: Vec<(String, HostPort)>,
         /// The region's edge config (TOML): routing uses its vnodes and key policy, so the
         /// owner is the one the edges agree on. Default: the edge defaults.
         #[arg(long)]
@@ -83,7 +84,7 @@ enum Command {
     Play {
         /// Region edges, `id=addr` (repeatable); as for `get`.
         #[arg(long = "edge", value_parser = shoal_edge::config::parse_peer)]
-        edges: Vec<(String, SocketAddr)>,
+        edges: Vec<(String, HostPort)>,
         /// The region's edge config (TOML), for routing; as for `get`.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -174,7 +175,7 @@ enum Command {
     Loadgen {
         /// Region edges, `id=addr` (repeatable); as for `get`.
         #[arg(long = "edge", value_parser = shoal_edge::config::parse_peer)]
-        edges: Vec<(String, SocketAddr)>,
+        edges: Vec<(String, HostPort)>,
         /// The region's edge config (TOML), for routing; as for `get`.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -202,9 +203,10 @@ enum Command {
         /// Zipf skew of the default spike.
         #[arg(long, default_value_t = 0.9)]
         alpha: f64,
-        /// Edge admin addresses to scrape `/metrics` from each second (repeatable).
+        /// Edge admin addresses (`host:port`) to scrape `/metrics` from each second
+        /// (repeatable).
         #[arg(long = "metrics")]
-        metrics: Vec<SocketAddr>,
+        metrics: Vec<HostPort>,
         /// Where the JSON and HTML reports go.
         #[arg(long, default_value = "target/loadgen")]
         out: PathBuf,
@@ -346,7 +348,7 @@ fn main() -> ExitCode {
 /// A client for the region behind `url`: routing uses the edges' config (its vnodes, key
 /// policy and peers) when given, else the listed edges, else the URL's own host.
 async fn region_client(
-    edges: &[(String, SocketAddr)],
+    edges: &[(String, HostPort)],
     config: Option<&std::path::Path>,
     url: &str,
 ) -> anyhow::Result<(shoal_client::RegionClient, String)> {
@@ -362,16 +364,22 @@ async fn region_client(
         .authority()
         .map(|a| a.as_str().to_string())
         .context("URL needs a host")?;
+    // Names through hickory, not the C library: the static image has no NSS.
     let list = if !edges.is_empty() {
-        edges.to_vec()
+        let mut listed = Vec::new();
+        for (id, hp) in edges {
+            let addr = shoal_edge::lookup(hp)
+                .await
+                .with_context(|| format!("edge {id}"))?;
+            listed.push((id.clone(), addr));
+        }
+        listed
     } else if !region.peers.is_empty() {
         let mut configured = vec![(region.node_id.clone(), region.listen)];
         for (id, hp) in region.peers.iter().filter(|(id, _)| **id != region.node_id) {
-            let addr = tokio::net::lookup_host(hp.to_string())
+            let addr = shoal_edge::lookup(hp)
                 .await
-                .with_context(|| format!("peer {id} at {hp}"))?
-                .next()
-                .with_context(|| format!("peer {id}: {hp} did not resolve"))?;
+                .with_context(|| format!("peer {id}"))?;
             configured.push((id.clone(), addr));
         }
         configured
@@ -636,7 +644,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let addrs = if edges.is_empty() {
                     bail!("--round-robin needs the region's edges (--edge id=addr)");
                 } else {
-                    edges.iter().map(|(_, a)| *a).collect()
+                    client.edges().iter().map(|e| e.1).collect()
                 };
                 Target::RoundRobin(client.with_timeout(plan.timeout.get()), addrs)
             } else {
@@ -647,8 +655,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 plan.phases.len(),
                 plan.duration().as_secs_f64()
             );
+            let mut scraped = Vec::new();
+            for hp in &metrics {
+                scraped.push(
+                    shoal_edge::lookup(hp)
+                        .await
+                        .with_context(|| format!("--metrics {hp}"))?,
+                );
+            }
             let opts = load::Options {
-                metrics,
+                metrics: scraped,
                 progress: true,
                 seed,
             };
@@ -833,5 +849,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand that takes `--edge` parses it into the type it reads (clap checks
+    /// that only when the arguments are read, so a mismatch would panic at run time).
+    #[test]
+    fn edges_parse_by_address_and_by_name() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        for sub in ["get", "play", "loadgen"] {
+            let cli = Cli::try_parse_from([
+                "shoal",
+                sub,
+                "--edge",
+                "eu-1=127.0.0.1:8081",
+                "--edge",
+                "eu-2=eu-2.shoal.test:8080",
+                "http://example.test/",
+            ])
+            .unwrap_or_else(|e| panic!("{sub}: {e}"));
+            let edges = match cli.command {
+                Command::Get { edges, .. }
+                | Command::Play { edges, .. }
+                | Command::Loadgen { edges, .. } => edges,
+                _ => panic!("{sub} parsed as another command"),
+            };
+            let shown: Vec<String> = edges.iter().map(|(id, hp)| format!("{id}={hp}")).collect();
+            assert_eq!(
+                shown,
+                ["eu-1=127.0.0.1:8081", "eu-2=eu-2.shoal.test:8080"],
+                "{sub}"
+            );
+        }
+        let bad = Cli::try_parse_from(["shoal", "get", "--edge", "eu-1", "http://x/"]);
+        assert!(bad.is_err_and(|e| e.to_string().contains("expected id=addr")));
     }
 }

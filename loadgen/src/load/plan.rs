@@ -34,6 +34,12 @@ pub struct Plan {
     /// its share of `max_inflight` requests at once as streams.
     #[serde(default)]
     pub http2: bool,
+    /// Client failover: a request an edge refused or closed unanswered (nothing was
+    /// served; a GET is idempotent) is sent once more, to the next edge not marked down,
+    /// as HTTP clients and load balancers retry on a connection error. Its latency still
+    /// counts from its intended time. Default off: each request goes to one edge.
+    #[serde(default)]
+    pub failover: bool,
 }
 
 fn default_connections() -> usize {
@@ -192,6 +198,7 @@ impl Plan {
             max_inflight: default_max_inflight(),
             connections: default_connections(),
             http2: false,
+            failover: false,
         }
     }
 

@@ -304,14 +304,22 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     let mut queues: Vec<Vec<tokio::sync::mpsc::Sender<Job>>> = Vec::new();
     let mut workers = tokio::task::JoinSet::new();
     let links: Vec<Arc<Link>> = addrs.iter().map(|&a| Arc::new(Link::new(a))).collect();
-    for link in &links {
-        let addr = link.clone();
+    let failover = (plan.failover && links.len() > 1).then(|| {
+        Arc::new(Failover {
+            links: links.clone(),
+            queues: std::sync::OnceLock::new(),
+            turn: std::sync::atomic::AtomicUsize::new(0),
+        })
+    });
+    for (i, link) in links.iter().enumerate() {
         let mut qs = Vec::new();
         for _ in 0..plan.connections {
             let (tx, rx) = tokio::sync::mpsc::channel(per_conn);
+            let at = (i, link.clone());
             if plan.http2 {
                 workers.spawn(worker_h2(
-                    addr.clone(),
+                    at,
+                    failover.clone(),
                     host.clone(),
                     rx,
                     rec.clone(),
@@ -319,11 +327,25 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
                     per_conn,
                 ));
             } else {
-                workers.spawn(worker(addr.clone(), host.clone(), rx, rec.clone(), timeout));
+                workers.spawn(worker(
+                    at,
+                    failover.clone(),
+                    host.clone(),
+                    rx,
+                    rec.clone(),
+                    timeout,
+                ));
             }
             qs.push(tx);
         }
         queues.push(qs);
+    }
+    if let Some(f) = &failover {
+        let weak = queues
+            .iter()
+            .map(|qs| qs.iter().map(|q| q.downgrade()).collect())
+            .collect();
+        let _ = f.queues.set(weak);
     }
     let routed = matches!(target, Target::Region(_));
     let mut sent = 0u64;
@@ -401,6 +423,7 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
                 due,
                 second,
                 phase: pi,
+                failed_over: false,
             };
             let mut queued = false;
             for k in 0..qs.len() {
@@ -523,6 +546,54 @@ struct Job {
     due: Instant,
     second: usize,
     phase: usize,
+    /// Sent to another edge already after a connection error (`Plan::failover`).
+    failed_over: bool,
+}
+
+/// Where a request goes when its edge refused it (`Plan::failover`): every edge's
+/// connection queues, held weakly so that the workers' copies do not keep the queues open
+/// once the dispatcher has sent everything.
+struct Failover {
+    links: Vec<Arc<Link>>,
+    queues: std::sync::OnceLock<Vec<Vec<tokio::sync::mpsc::WeakSender<Job>>>>,
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+impl Failover {
+    /// Queues `job` on the next edge after `from` that is not down; gives it back when
+    /// there is none or its queues are full.
+    fn send(&self, from: usize, mut job: Job) -> Result<(), Job> {
+        let Some(queues) = self.queues.get() else {
+            return Err(job);
+        };
+        job.failed_over = true;
+        let now = Instant::now();
+        let n = self.links.len();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        for k in 1..n {
+            let i = (from + k) % n;
+            if self.links[i].is_down(now) {
+                continue;
+            }
+            let qs = &queues[i];
+            for c in 0..qs.len() {
+                let Some(tx) = qs[(turn + c) % qs.len()].upgrade() else {
+                    continue;
+                };
+                match tx.try_send(job) {
+                    Ok(()) => return Ok(()),
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(j))
+                    | Err(tokio::sync::mpsc::error::TrySendError::Closed(j)) => job = j,
+                }
+            }
+        }
+        Err(job)
+    }
+}
+
+/// An outcome that served nothing: the request can go to another edge.
+fn refused(o: &Outcome) -> bool {
+    matches!(o, Outcome::Error("connect"))
 }
 
 type Conn = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
@@ -609,7 +680,8 @@ where
 /// One HTTP/2 connection: its queue's requests as concurrent streams (at most `streams`
 /// at once), reconnecting after an error.
 async fn worker_h2(
-    link: Arc<Link>,
+    (index, link): (usize, Arc<Link>),
+    failover: Option<Arc<Failover>>,
     host: http::HeaderValue,
     mut rx: tokio::sync::mpsc::Receiver<Job>,
     rec: Arc<Mutex<Recorder>>,
@@ -628,6 +700,13 @@ async fn worker_h2(
             }
         }
         let Some(c) = conn.clone() else {
+            let job = match &failover {
+                Some(f) if !job.failed_over => match f.send(index, job) {
+                    Ok(()) => continue,
+                    Err(job) => job,
+                },
+                _ => job,
+            };
             let latency = Instant::now().saturating_duration_since(job.due);
             record(
                 &rec,
@@ -641,7 +720,7 @@ async fn worker_h2(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let (rec, host) = (rec.clone(), host.clone());
+        let (rec, host, failover) = (rec.clone(), host.clone(), failover.clone());
         tasks.spawn(async move {
             let mut c = c;
             let r = tokio::time::timeout(timeout, async {
@@ -658,9 +737,16 @@ async fn worker_h2(
             })
             .await
             .unwrap_or(Outcome::Error("timeout"));
+            drop(permit);
+            let job = match &failover {
+                Some(f) if refused(&r) && !job.failed_over => match f.send(index, job) {
+                    Ok(()) => return,
+                    Err(job) => job,
+                },
+                _ => job,
+            };
             let latency = Instant::now().saturating_duration_since(job.due);
             record(&rec, job.second, job.phase, latency, &r);
-            drop(permit);
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -669,7 +755,8 @@ async fn worker_h2(
 /// One keep-alive connection: its queue's requests, one at a time, reconnecting after an
 /// error.
 async fn worker(
-    link: Arc<Link>,
+    (index, link): (usize, Arc<Link>),
+    failover: Option<Arc<Failover>>,
     host: http::HeaderValue,
     mut rx: tokio::sync::mpsc::Receiver<Job>,
     rec: Arc<Mutex<Recorder>>,
@@ -722,6 +809,13 @@ async fn worker(
             conn = None;
             Outcome::Error("timeout")
         });
+        let job = match &failover {
+            Some(f) if refused(&outcome) && !job.failed_over => match f.send(index, job) {
+                Ok(()) => continue,
+                Err(job) => job,
+            },
+            _ => job,
+        };
         let latency = Instant::now().saturating_duration_since(job.due);
         record(&rec, job.second, job.phase, latency, &outcome);
     }

@@ -332,7 +332,8 @@ async fn a_trace_replays_at_its_timestamps_time_scaled() {
 
 /// An edge that dies before the run: its keys go to the next edge on the ring, as the region
 /// client fails over. Only the first requests to it fail (a connection that finds it gone
-/// marks it down until a probe finds it answering), not its whole share of the keys.
+/// marks it down until a probe finds it answering), not its whole share of the keys; with
+/// client failover (`failover = true`), not even those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
     let mut c = region_with(2, "/d/", 50, bytes::Bytes::from_static(b"d")).await;
@@ -352,6 +353,17 @@ async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
     assert!(sent >= 600, "{sent}");
     // Without failover about half would fail; a handful of probes per second remain.
     assert!(errors * 10 < sent, "{errors} of {sent}");
+    assert!(errors > 0, "the dead edge refused nothing?");
+    // With client failover, a refused request goes to the live edge: none fails.
+    plan.failover = true;
+    let r = quietly(&c, &plan, 2).await;
+    let (sent, errors): (u64, u64) = r
+        .phases
+        .iter()
+        .fold((0, 0), |(s, e), p| (s + p.sent, e + p.errors));
+    println!("{errors} errors of {sent} with failover");
+    assert!(sent >= 600, "{sent}");
+    assert_eq!(errors, 0, "{r:?}");
     c.shutdown().await;
 }
 
