@@ -6,8 +6,8 @@
 #      open-loop requests (round robin, no retries) may fail, with full service within 5 s;
 #   3. cuts region eu off from the origin (docker network disconnect): cached segments are
 #      still served, an uncached one gets a clear 5xx, and nothing hangs;
-#   4. restarts every edge of eu in turn under load (SIGTERM: drain, readiness, failover)
-#      and measures failed requests (printed: the bar of 0 is not met yet, see the README).
+#   4. restarts every edge of eu in turn under load (SIGTERM: drain, readiness, client
+#      failover) and measures failed requests (printed; 0 in the runs so far).
 # Steps 1 to 3 fail the test when they do not hold; step 4 is a measurement.
 # It removes every container, network, volume and image it created, also when it fails,
 # and touches nothing else. Where the Docker engine does not answer, it says so and skips.

@@ -873,11 +873,11 @@ mod tests {
                 "http://example.test/",
             ])
             .unwrap_or_else(|e| panic!("{sub}: {e}"));
-            let edges = match cli.command {
-                Command::Get { edges, .. }
-                | Command::Play { edges, .. }
-                | Command::Loadgen { edges, .. } => edges,
-                _ => panic!("{sub} parsed as another command"),
+            let (Command::Get { edges, .. }
+            | Command::Play { edges, .. }
+            | Command::Loadgen { edges, .. }) = cli.command
+            else {
+                panic!("{sub} parsed as another command");
             };
             let shown: Vec<String> = edges.iter().map(|(id, hp)| format!("{id}={hp}")).collect();
             assert_eq!(
