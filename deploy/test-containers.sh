@@ -5,7 +5,9 @@
 #   2. SIGKILLs an edge under load: < 1% of the region's viewers (players) and < 1% of
 #      open-loop requests (round robin, no retries) may fail, with full service within 5 s;
 #   3. cuts region eu off from the origin (docker network disconnect): cached segments are
-#      still served, an uncached one gets a clear 5xx, and nothing hangs;
+#      still served, an uncached one gets a clear 5xx, and nothing hangs; per consistency
+#      mode: ttl serves its copy, direct a 5xx, consistent (lease expired) a 503, never
+#      a copy it cannot confirm;
 #   4. restarts every edge of eu in turn under load (SIGTERM: drain, readiness, client
 #      failover) and measures failed requests (printed; 0 in the runs so far).
 # Steps 1 to 3 fail the test when they do not hold; step 4 is a measurement.
@@ -149,21 +151,45 @@ docker start "${id}_eu-1_1" >/dev/null
 wait_healthy "${id}_eu-1_1" 60
 
 echo "== 3. region eu cut off from the origin"
-# Warm one segment through the region, then cut the origin's link to eu.
+# Objects in three consistency modes (deploy/compose/origin.toml), written at the origin
+# and read twice through eu, so that its owner edges hold them; one segment warmed too.
+for p in ttl/x direct/x account/x; do
+  python3 - "http://127.0.0.1:$SHOAL_ORIGIN_PORT/objects/$p" "${SHOAL_ADMIN_TOKEN:-compose-admin-token}" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=b"version-1", method="PUT",
+                             headers={"Authorization": "Bearer " + sys.argv[2]})
+urllib.request.urlopen(req, timeout=10).read()
+PY
+done
+modes=("$url/ttl/x" "$url/direct/x" "$url/account/x")
 # shellcheck disable=SC2046
-run_in eu get $(edges eu) "$url/video/demo/240p/seg_00004.ts" >/dev/null
+run_in eu get $(edges eu) "$url/video/demo/240p/seg_00004.ts" "${modes[@]}" "${modes[@]}" >/dev/null
 docker network disconnect "${id}_eu" "${id}_origin_1"
 # shellcheck disable=SC2046
 cached=$(run_in eu get $(edges eu) "$url/video/demo/240p/seg_00004.ts" 2>&1 || true)
 # shellcheck disable=SC2046
 uncached=$(timeout 60 docker run --rm --network "${id}_eu" "$tag" get $(edges eu) \
   "$url/video/demo/240p/seg_00020.ts" 2>&1 || true)
+# Past the consistent path's lease (2 s) with no heartbeat answered.
+sleep 3
+# shellcheck disable=SC2046
+moded=$(timeout 60 docker run --rm --network "${id}_eu" "$tag" get $(edges eu) "${modes[@]}" 2>&1 || true)
 # Restored as Compose made it: its address and its service name (edges dial `origin`).
 docker network connect --ip "$SHOAL_NET.1.2" --alias origin "${id}_eu" "${id}_origin_1"
 echo "cached while cut off: $(echo "$cached" | tail -1)"
 echo "uncached while cut off: $(echo "$uncached" | tail -1)"
 echo "$cached" | grep -q 'status 200' || { echo "a cached segment was not served while cut off" >&2; exit 1; }
 echo "$uncached" | grep -Eq '5[0-9][0-9]' || { echo "an uncached segment did not get a 5xx while cut off" >&2; exit 1; }
+# What each mode promises while cut off: ttl serves its copy; direct never serves from
+# cache; consistent, its lease gone, refuses rather than serve a copy it cannot confirm.
+mode_line() { echo "$moded" | grep -A1 -F "$1" | tail -1; }
+ttl_r=$(mode_line "/ttl/x"); direct_r=$(mode_line "/direct/x"); cons_r=$(mode_line "/account/x")
+echo "ttl while cut off: $ttl_r"
+echo "direct while cut off: $direct_r"
+echo "consistent while cut off, lease expired: $cons_r"
+echo "$ttl_r" | grep -q 'status 200' || { echo "ttl: the cached copy was not served" >&2; exit 1; }
+echo "$direct_r" | grep -Eq 'status 5[0-9][0-9]' || { echo "direct: not a 5xx without the origin" >&2; exit 1; }
+echo "$cons_r" | grep -q 'status 503' || { echo "consistent: served without a lease" >&2; exit 1; }
 wait_healthy "${id}_eu-1_1" 60
 wait_healthy "${id}_eu-2_1" 60
 

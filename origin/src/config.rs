@@ -273,6 +273,22 @@ impl OriginConfig {
 mod tests {
     use super::*;
 
+    /// The deployments' origin configs parse and check, and the Compose one names the
+    /// modes the container test cuts a region off under.
+    #[test]
+    fn the_deployment_origin_configs_parse_and_check() {
+        let compose = OriginConfig::from_toml(include_str!("../../deploy/compose/origin.toml"))
+            .expect("deploy/compose/origin.toml");
+        let modes = compose.modes();
+        assert_eq!(modes.of("/ttl/x"), Mode::Ttl);
+        assert_eq!(modes.of("/direct/x"), Mode::Direct);
+        assert_eq!(modes.of("/account/x"), Mode::Consistent);
+        assert_eq!(modes.of("/video/demo/master.m3u8"), Mode::Invalidate);
+        assert_eq!(compose.lease.get(), std::time::Duration::from_secs(2));
+        OriginConfig::from_toml(include_str!("../../deploy/k8s/origin/origin.toml"))
+            .expect("deploy/k8s/origin/origin.toml");
+    }
+
     #[test]
     fn ladders_parse_from_toml_and_bad_ones_are_refused_by_name() {
         let c = OriginConfig::from_toml(
