@@ -315,26 +315,16 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
         let mut qs = Vec::new();
         for _ in 0..plan.connections {
             let (tx, rx) = tokio::sync::mpsc::channel(per_conn);
-            let at = (i, link.clone());
+            let (at, f, h, r) = (
+                (i, link.clone()),
+                failover.clone(),
+                host.clone(),
+                rec.clone(),
+            );
             if plan.http2 {
-                workers.spawn(worker_h2(
-                    at,
-                    failover.clone(),
-                    host.clone(),
-                    rx,
-                    rec.clone(),
-                    timeout,
-                    per_conn,
-                ));
+                workers.spawn(worker_h2(at, f, h, rx, r, timeout, per_conn));
             } else {
-                workers.spawn(worker(
-                    at,
-                    failover.clone(),
-                    host.clone(),
-                    rx,
-                    rec.clone(),
-                    timeout,
-                ));
+                workers.spawn(worker(at, f, h, rx, r, timeout));
             }
             qs.push(tx);
         }

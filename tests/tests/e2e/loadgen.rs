@@ -330,6 +330,13 @@ async fn a_trace_replays_at_its_timestamps_time_scaled() {
     c.shutdown().await;
 }
 
+/// Requests sent and failed over every phase of `r`.
+fn totals(r: &shoal_loadgen::load::Results) -> (u64, u64) {
+    r.phases
+        .iter()
+        .fold((0, 0), |(s, e), p| (s + p.sent, e + p.errors))
+}
+
 /// An edge that dies before the run: its keys go to the next edge on the ring, as the region
 /// client fails over. Only the first requests to it fail (a connection that finds it gone
 /// marks it down until a probe finds it answering), not its whole share of the keys; with
@@ -345,10 +352,7 @@ async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
     let mut plan = Plan::spike(300.0, 1.0, [Duration::from_millis(700); 3], keys);
     plan.connections = 4;
     let r = quietly(&c, &plan, 2).await;
-    let (sent, errors): (u64, u64) = r
-        .phases
-        .iter()
-        .fold((0, 0), |(s, e), p| (s + p.sent, e + p.errors));
+    let (sent, errors) = totals(&r);
     println!("{errors} errors of {sent} with one of two edges dead");
     assert!(sent >= 600, "{sent}");
     // Without failover about half would fail; a handful of probes per second remain.
@@ -357,10 +361,7 @@ async fn a_dead_edge_costs_a_few_requests_not_its_share_of_the_keys() {
     // With client failover, a refused request goes to the live edge: none fails.
     plan.failover = true;
     let r = quietly(&c, &plan, 2).await;
-    let (sent, errors): (u64, u64) = r
-        .phases
-        .iter()
-        .fold((0, 0), |(s, e), p| (s + p.sent, e + p.errors));
+    let (sent, errors) = totals(&r);
     println!("{errors} errors of {sent} with failover");
     assert!(sent >= 600, "{sent}");
     assert_eq!(errors, 0, "{r:?}");
