@@ -9,7 +9,7 @@
 #      mode: ttl serves its copy, direct a 5xx, consistent (lease expired) a 503, never
 #      a copy it cannot confirm;
 #   4. restarts every edge of eu in turn under load (SIGTERM: drain, readiness, client
-#      failover) and measures failed requests (printed: 0 in one run, 28 5xx in another).
+#      failover) and measures failed requests (printed: 0, 28 (5xx) and 0 in three runs).
 # Steps 1 to 3 fail the test when they do not hold; step 4 is a measurement.
 # It removes every container, network, volume and image it created, also when it fails,
 # and touches nothing else. Where the Docker engine does not answer, it says so and skips.
