@@ -12,6 +12,9 @@ fn bench(c: &mut Criterion) {
         request_id: 42,
         key: "video.example.com/hls/1080p/segment_00042.ts".into(),
         if_none_match: Some("\"v17\"".into()),
+        method: "GET".into(),
+        headers: vec![("accept-encoding".into(), "gzip".into())],
+        body_length: 0,
     });
     let chunk = Message::BodyChunk(BodyChunk {
         request_id: 42,

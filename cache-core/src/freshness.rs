@@ -57,6 +57,12 @@ pub struct CacheControl {
     pub min_fresh: Option<u64>,
     /// Request `only-if-cached`.
     pub only_if_cached: bool,
+    /// `must-understand`: `no-store` yields to it where the status's caching rules are
+    /// understood (RFC 9111 §5.2.2.3).
+    pub must_understand: bool,
+    /// The directives came from `CDN-Cache-Control` (RFC 9213), which replaces
+    /// `Cache-Control` and `Expires` for a CDN.
+    pub targeted: bool,
 }
 
 /// Splits a field value at commas outside quoted strings.
@@ -129,6 +135,7 @@ impl CacheControl {
                     "must-revalidate" => cc.must_revalidate = true,
                     "proxy-revalidate" => cc.proxy_revalidate = true,
                     "immutable" => cc.immutable = true,
+                    "must-understand" => cc.must_understand = true,
                     "only-if-cached" => cc.only_if_cached = true,
                     // An invalid stale window grants nothing (stale serving is opt-in).
                     "stale-while-revalidate" => cc.stale_while_revalidate = delta_seconds(arg),
@@ -147,10 +154,155 @@ impl CacheControl {
         cc
     }
 
-    /// Parses the `Cache-Control` lines among `headers`.
+    /// The directives a shared cache obeys among `headers`: `CDN-Cache-Control`'s when the
+    /// response has a valid one (RFC 9213: a Structured Fields dictionary, its delta-seconds
+    /// integers), else `Cache-Control`'s. An invalid `CDN-Cache-Control` is ignored whole.
     pub fn from_headers(headers: &[(String, String)]) -> Self {
+        let cdn: Vec<&str> = header_values(headers, "cdn-cache-control").collect();
+        if !cdn.is_empty() && cdn.iter().all(|v| targeted_field_ok(v)) {
+            return Self {
+                targeted: true,
+                ..Self::parse(cdn)
+            };
+        }
         Self::parse(header_values(headers, "cache-control"))
     }
+}
+
+/// Whether a `CDN-Cache-Control` value is a Structured Fields dictionary (RFC 8941 §3.2)
+/// whose seconds directives are integers.
+fn targeted_field_ok(v: &str) -> bool {
+    let b = v.as_bytes();
+    let mut i = 0;
+    let skip_sp = |i: &mut usize| {
+        while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    let key = |i: &mut usize| -> Option<String> {
+        let start = *i;
+        if *i < b.len() && (b[*i].is_ascii_lowercase() || b[*i] == b'*') {
+            *i += 1;
+            while *i < b.len()
+                && (b[*i].is_ascii_lowercase()
+                    || b[*i].is_ascii_digit()
+                    || matches!(b[*i], b'_' | b'-' | b'.' | b'*'))
+            {
+                *i += 1;
+            }
+            Some(v[start..*i].to_string())
+        } else {
+            None
+        }
+    };
+    // A bare item; `Some(true)` when it is an integer.
+    let item = |i: &mut usize| -> Option<bool> {
+        let c = *b.get(*i)?;
+        match c {
+            b'-' | b'0'..=b'9' => {
+                let start = *i;
+                *i += 1;
+                while *i < b.len() && (b[*i].is_ascii_digit() || b[*i] == b'.') {
+                    *i += 1;
+                }
+                let n = &v[start..*i];
+                let digits = n.trim_start_matches('-');
+                if digits.is_empty() || n.matches('.').count() > 1 || digits.len() > 16 {
+                    return None;
+                }
+                Some(!n.contains('.') && digits.len() <= 15)
+            }
+            b'"' => {
+                *i += 1;
+                loop {
+                    match *b.get(*i)? {
+                        b'\\' => *i += 2,
+                        b'"' => {
+                            *i += 1;
+                            return Some(false);
+                        }
+                        c if (0x20..0x7f).contains(&c) => *i += 1,
+                        _ => return None,
+                    }
+                }
+            }
+            b'?' => match b.get(*i + 1)? {
+                b'0' | b'1' => {
+                    *i += 2;
+                    Some(false)
+                }
+                _ => None,
+            },
+            b':' => {
+                *i += 1;
+                while *b.get(*i)? != b':' {
+                    *i += 1;
+                }
+                *i += 1;
+                Some(false)
+            }
+            c if c.is_ascii_alphabetic() || c == b'*' => {
+                *i += 1;
+                while *i < b.len()
+                    && (b[*i].is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b[*i]))
+                {
+                    *i += 1;
+                }
+                Some(false)
+            }
+            _ => None,
+        }
+    };
+    skip_sp(&mut i);
+    loop {
+        let Some(k) = key(&mut i) else {
+            return false;
+        };
+        if b.get(i) == Some(&b'=') {
+            i += 1;
+            let Some(integer) = item(&mut i) else {
+                return false;
+            };
+            let seconds = matches!(
+                k.as_str(),
+                "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error"
+            );
+            if seconds && !integer {
+                return false;
+            }
+        }
+        // Parameters: `;key[=item]`.
+        while b.get(i) == Some(&b';') {
+            i += 1;
+            skip_sp(&mut i);
+            if key(&mut i).is_none() {
+                return false;
+            }
+            if b.get(i) == Some(&b'=') {
+                i += 1;
+                if item(&mut i).is_none() {
+                    return false;
+                }
+            }
+        }
+        skip_sp(&mut i);
+        if i == b.len() {
+            return true;
+        }
+        if b[i] != b',' {
+            return false;
+        }
+        i += 1;
+        skip_sp(&mut i);
+        if i == b.len() {
+            return false;
+        }
+    }
+}
+
+/// Statuses whose caching rules Shoal implements, for `must-understand`.
+fn understood(status: u16) -> bool {
+    heuristically_cacheable(status) || matches!(status, 302 | 303 | 307)
 }
 
 /// Statuses a cache may store without explicit freshness (§4.2.2, RFC 9110 §15.1).
@@ -258,7 +410,59 @@ pub enum FreshnessState {
 
 fn http_date(headers: &[(String, String)], name: &str) -> Option<Option<SystemTime>> {
     let v = header_values(headers, name).next()?;
-    Some(httpdate::parse_http_date(v.trim()).ok())
+    Some(parse_date(v.trim()))
+}
+
+/// An HTTP date in any of the three formats of RFC 9110 §5.6.7, read as recipients do:
+/// names in any case, and a weekday that does not match the date ignored (the date and
+/// time decide). Anything else malformed is `None`.
+pub fn parse_date(v: &str) -> Option<SystemTime> {
+    if let Ok(t) = httpdate::parse_http_date(v) {
+        return Some(t);
+    }
+    // Names title-cased (`THU` → `Thu`, `gMT` → `GMT`), the layout untouched.
+    let mut fixed = String::with_capacity(v.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else {
+            for (i, c) in word.chars().enumerate() {
+                out.push(if i == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                });
+            }
+        }
+        word.clear();
+    };
+    for c in v.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut fixed);
+            fixed.push(c);
+        }
+    }
+    flush(&mut word, &mut fixed);
+    if let Ok(t) = httpdate::parse_http_date(&fixed) {
+        return Some(t);
+    }
+    // The weekday is redundant: try the date with each one.
+    let rest = fixed.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    let long = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    long.iter()
+        .flat_map(|d| [&d[..3], *d])
+        .find_map(|d| httpdate::parse_http_date(&format!("{d}{rest}")).ok())
 }
 
 impl Freshness {
@@ -273,9 +477,10 @@ impl Freshness {
         let resp = exchange.response_time;
         // §4.2.3 age calculation.
         let date = http_date(headers, "date").flatten().unwrap_or(resp);
+        // A list (`7200, 0`, or two lines) is read by its first member, as caches do.
         let age_value = header_values(headers, "age")
             .next()
-            .and_then(|v| delta_seconds(Some(v.trim())))
+            .and_then(|v| delta_seconds(v.split(',').next().map(str::trim)))
             .map_or(Duration::ZERO, Duration::from_secs);
         let apparent_age = resp.duration_since(date).unwrap_or(Duration::ZERO);
         let response_delay = resp
@@ -288,7 +493,7 @@ impl Freshness {
             Duration::from_secs(s)
         } else if let Some(m) = cc.max_age {
             Duration::from_secs(m)
-        } else if let Some(expires) = http_date(headers, "expires") {
+        } else if let Some(expires) = http_date(headers, "expires").filter(|_| !cc.targeted) {
             // An invalid Expires (such as "0") is a time in the past (§5.3).
             expires.map_or(Duration::ZERO, |e| {
                 e.duration_since(date).unwrap_or(Duration::ZERO)
@@ -413,7 +618,7 @@ pub fn storable(
     negative_ttl: Option<Duration>,
 ) -> Result<(), NoStoreReason> {
     let cc = CacheControl::from_headers(headers);
-    if cc.no_store {
+    if cc.no_store && !(cc.must_understand && understood(status)) {
         return Err(NoStoreReason::NoStore);
     }
     if cc.private {
@@ -422,22 +627,25 @@ pub fn storable(
     if request_authorized && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
         return Err(NoStoreReason::Authorization);
     }
-    if header_values(headers, "vary").next().is_some() {
+    // `Vary: *` is never reused; a response that varies on fields is stored under its
+    // secondary key, which is the caller's to compute (see [`crate::vary`]).
+    if crate::vary::of(headers) == crate::vary::Vary::Any {
         return Err(NoStoreReason::Vary);
     }
     if header_values(headers, "set-cookie").next().is_some() {
         return Err(NoStoreReason::SetCookie);
     }
-    if status >= 400 {
-        // Errors are cached only where negative caching is configured for the status.
-        return match negative_ttl {
-            Some(_) => Ok(()),
-            None => Err(NoStoreReason::ErrorStatus),
-        };
-    }
     let explicit = cc.max_age.is_some()
         || cc.s_maxage.is_some()
-        || header_values(headers, "expires").next().is_some();
+        || (!cc.targeted && header_values(headers, "expires").next().is_some());
+    if status >= 400 {
+        // An error with explicit freshness is cached as its origin says (RFC 9111 §3);
+        // without, only where negative caching is configured for the status.
+        return match (negative_ttl, explicit) {
+            (Some(_), _) | (None, true) => Ok(()),
+            (None, false) => Err(NoStoreReason::ErrorStatus),
+        };
+    }
     if !(explicit || cc.public || heuristically_cacheable(status)) {
         return Err(NoStoreReason::Status);
     }
@@ -527,6 +735,7 @@ mod tests {
             Case { name: "Age header counts", headers: h(&[("cache-control", "max-age=100"), ("age", "30")]), delay: 0, at: 60, lifetime: 100, age: 90, fresh: true, swr: false, sie: false },
             Case { name: "response delay corrects Age", headers: h(&[("cache-control", "max-age=100"), ("age", "30")]), delay: 5, at: 0, lifetime: 100, age: 35, fresh: true, swr: false, sie: false },
             Case { name: "apparent age from Date", headers: h(&[("cache-control", "max-age=100"), ("date", &date(-40))]), delay: 0, at: 0, lifetime: 100, age: 40, fresh: true, swr: false, sie: false },
+            Case { name: "an Age list counts by its first member", headers: h(&[("cache-control", "max-age=100"), ("age", "30, 0")]), delay: 0, at: 0, lifetime: 100, age: 30, fresh: true, swr: false, sie: false },
             Case { name: "Age larger than apparent", headers: h(&[("cache-control", "max-age=100"), ("date", &date(-10)), ("age", "50")]), delay: 0, at: 0, lifetime: 100, age: 50, fresh: true, swr: false, sie: false },
             Case { name: "swr window open", headers: h(&[("cache-control", "max-age=10, stale-while-revalidate=30, stale-if-error=5")]), delay: 0, at: 25, lifetime: 10, age: 25, fresh: false, swr: true, sie: false },
             Case { name: "sie window open", headers: h(&[("cache-control", "max-age=10, stale-if-error=60")]), delay: 0, at: 69, lifetime: 10, age: 69, fresh: false, swr: false, sie: true },
@@ -644,23 +853,108 @@ mod tests {
         );
         assert_eq!(ok(200, &[], true), Err(NoStoreReason::Authorization));
         assert_eq!(ok(200, &[("cache-control", "public")], true), Ok(()));
-        assert_eq!(
-            ok(200, &[("vary", "accept-encoding")], false),
-            Err(NoStoreReason::Vary)
-        );
+        assert_eq!(ok(200, &[("vary", "accept-encoding")], false), Ok(()));
+        assert_eq!(ok(200, &[("vary", "*")], false), Err(NoStoreReason::Vary));
         assert_eq!(
             ok(200, &[("set-cookie", "a=b")], false),
             Err(NoStoreReason::SetCookie)
         );
         assert_eq!(ok(302, &[], false), Err(NoStoreReason::Status));
         assert_eq!(ok(302, &[("cache-control", "max-age=5")], false), Ok(()));
-        assert_eq!(
-            ok(404, &[("cache-control", "max-age=5")], false),
-            Err(NoStoreReason::ErrorStatus)
-        );
+        // An error is stored when it says how long it is fresh, or negative caching is on.
+        assert_eq!(ok(404, &[("cache-control", "max-age=5")], false), Ok(()));
+        assert_eq!(ok(503, &[], false), Err(NoStoreReason::ErrorStatus));
         assert_eq!(
             storable(404, &[], false, Some(Duration::from_secs(5))),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn dates_are_read_in_any_case_and_with_a_wrong_weekday_but_not_otherwise_malformed() {
+        let want = parse_date("Thu, 18 Aug 2050 02:01:18 GMT").unwrap();
+        for ok in [
+            "THU, 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18 AUG 2050 02:01:18 gMT",
+            "Mon, 18 Aug 2050 02:01:18 GMT",
+            "Thu Aug 18 02:01:18 2050",
+            "Thursday, 18-Aug-50 02:01:18 GMT",
+        ] {
+            assert_eq!(parse_date(ok), Some(want), "{ok}");
+        }
+        for bad in [
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Thu, 18 Aug 2050 2:01:18 GMT",
+            "Thu, 18 Aug 2050 02.01.18 GMT",
+            "Thu 18 Aug 2050 02:01:18 GMT",
+            "0",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cdn_cache_control_replaces_cache_control_when_it_is_a_valid_dictionary() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let cc = CacheControl::from_headers(&h(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "foobar, max-age=3600"),
+        ]));
+        assert!(cc.targeted && !cc.no_store);
+        assert_eq!(cc.max_age, Some(3600));
+        for bad in [
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "max-age =100",
+            "MaX-aGe=1",
+        ] {
+            let cc = CacheControl::from_headers(&h(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", bad),
+            ]));
+            assert!(!cc.targeted && cc.no_store, "{bad} must be ignored");
+        }
+        assert!(targeted_field_ok(
+            "private;a=1, x=?1, y=:AAA=:, z=tok/en, q=1.5"
+        ));
+        // Expires does not count beside a targeted field.
+        let ex = Exchange::at(SystemTime::now());
+        let f = Freshness::from_response(
+            200,
+            &h(&[
+                ("cdn-cache-control", "no-cache"),
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+            ]),
+            ex,
+            &FreshnessPolicy::default(),
+        );
+        assert_eq!(
+            f.lifetime,
+            FreshnessPolicy::default().default_ttl.unwrap_or_default()
+        );
+        // `must-understand` overrides `no-store` for a status whose rules are known.
+        assert_eq!(
+            storable(
+                200,
+                &h(&[("cache-control", "no-store, must-understand, max-age=9")]),
+                false,
+                None
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            storable(
+                299,
+                &h(&[("cache-control", "no-store, must-understand, max-age=9")]),
+                false,
+                None
+            ),
+            Err(NoStoreReason::NoStore)
         );
     }
 }

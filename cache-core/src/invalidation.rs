@@ -160,6 +160,7 @@ impl Position {
 
 /// The path part of a stored key (`host/path?query` → `/path`).
 fn key_path(key: &str) -> &str {
+    let key = crate::vary::primary(key);
     let pq = key.find('/').map_or("", |i| &key[i..]);
     pq.split('?').next().unwrap_or(pq)
 }
@@ -196,6 +197,8 @@ pub fn matcher(target: &InvalidationTarget) -> Matcher<CachedObject> {
                 paths.push((p, q));
             }
             Arc::new(move |key: &str, _: &CachedObject| {
+                // Every variant of a key is named with it.
+                let key = crate::vary::primary(key);
                 let path = key_path(key);
                 paths.iter().any(|(p, q)| {
                     p == path

@@ -191,11 +191,7 @@ mod tests {
         let codec = FrameCodec::default();
         let msgs = vec![
             Message::Heartbeat(Heartbeat { seq: 1 }),
-            Message::Fetch(FetchRequest {
-                request_id: 2,
-                key: "/a".into(),
-                if_none_match: None,
-            }),
+            Message::Fetch(FetchRequest::get(2, "/a")),
         ];
         let mut bytes = Vec::new();
         for m in &msgs {

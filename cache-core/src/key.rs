@@ -153,7 +153,8 @@ impl CacheKey {
     /// The part after the host: the path and the query the key keeps (sorted, without
     /// ignored parameters). This is what an edge asks the origin for.
     pub fn path_and_query(&self) -> &str {
-        self.0.find('/').map_or("/", |i| &self.0[i..])
+        let primary = crate::vary::primary(&self.0);
+        primary.find('/').map_or("/", |i| &primary[i..])
     }
 
     /// The shared string behind the key.

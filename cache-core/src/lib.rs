@@ -9,6 +9,7 @@
 //!   `tinylfu` on moka, `s3fifo` in [`s3fifo`](crate::store) terms) and coalesced fills.
 //! - [`object`]: [`CachedObject`], what the store holds for HTTP, and the [`Cacheable`] trait.
 //! - [`freshness`]: RFC 9111 Cache-Control parsing, storability, lifetime, age, stale windows.
+//! - [`hop`]: hop-by-hop header fields, which no hop forwards (RFC 9110 §7.6.1).
 //! - [`key`]: normalised [`CacheKey`]s.
 //! - [`range`]: `Range` requests (RFC 9110 §14) against a body of known length.
 //! - [`signed`]: signed URLs (HMAC-SHA256 with expiry, optional client binding, key
@@ -16,6 +17,7 @@
 //! - [`ring`]: the consistent-hash [`Ring`] that assigns each key an owner edge.
 //! - [`region`]: [`RegionMap`], the one routing contract (ring + key policy) that edges,
 //!   clients and the load generator share.
+//! - [`vary`]: secondary keys for responses that vary (RFC 9111 §4.1).
 //! - [`wire`]: the versioned, size-limited edge ↔ origin frames.
 //! - [`status`]: [`CacheStatus`] and [`NoStoreReason`] for headers, metrics and logs.
 //! - [`size`]: sizes such as `64MiB` and durations such as `250ms`, parsed once into
@@ -35,6 +37,7 @@ pub mod consistency;
 pub mod error;
 pub mod exposition;
 pub mod freshness;
+pub mod hop;
 pub mod invalidation;
 #[cfg(feature = "io")]
 pub mod io;
@@ -50,6 +53,7 @@ pub mod signed;
 pub mod size;
 pub mod status;
 pub mod store;
+pub mod vary;
 pub mod video;
 pub mod wire;
 

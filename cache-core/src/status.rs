@@ -11,8 +11,9 @@ pub enum NoStoreReason {
     /// The request carried `Authorization` and the response did not allow sharing it
     /// (`public`, `s-maxage` or `must-revalidate`, RFC 9111 §3.5).
     Authorization,
-    /// The response has `Vary`. Shoal does not keep variants: such responses pass through
-    /// uncached rather than risk serving one client's variant to another.
+    /// The response has `Vary: *`, or varies on fields other than the ones its key was
+    /// made for (it is then stored under its own secondary key, if the URL has room for
+    /// another variant), so it is not stored under this key.
     Vary,
     /// The response sets a cookie: per-client state must not be shared.
     SetCookie,
@@ -75,6 +76,9 @@ pub enum CacheStatus {
     Revalidated,
     /// Stale in the cache; refetched in full.
     Expired,
+    /// Passed through because of the request method (POST, PATCH, …): never looked up,
+    /// never stored (RFC 9211 `fwd=method`).
+    Passed,
 }
 
 impl CacheStatus {
@@ -88,6 +92,7 @@ impl CacheStatus {
             Self::MissNotStored(_) => "bypass",
             Self::Revalidated => "revalidated",
             Self::Expired => "expired",
+            Self::Passed => "pass",
         }
     }
 
@@ -101,6 +106,7 @@ impl CacheStatus {
             Self::MissNotStored(r) => format!("{cache}; fwd=miss; detail={}", r.as_str()),
             Self::Revalidated => format!("{cache}; fwd=stale; fwd-status=304; stored"),
             Self::Expired => format!("{cache}; fwd=stale; stored"),
+            Self::Passed => format!("{cache}; fwd=method"),
         }
     }
 }

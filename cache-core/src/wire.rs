@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::WireError;
 
 /// The protocol version this build speaks; carried in every frame header.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 /// ALPN id of the edge ↔ origin protocol over QUIC.
 pub const ALPN: &[u8] = b"shoal/1";
 /// Frame magic: ASCII `SH`.
@@ -101,6 +101,30 @@ pub struct FetchRequest {
     pub key: String,
     /// ETag the edge already holds: a match is answered with [`NotModified`].
     pub if_none_match: Option<String>,
+    /// The request method: `GET` for a cache fill; any other for a request the edge passes
+    /// through (never cached).
+    pub method: String,
+    /// The end-to-end request headers (lower-case names), hop-by-hop ones removed and
+    /// `Forwarded`/`X-Forwarded-For` set by the edge: what an upstream HTTP server sees.
+    pub headers: Vec<(String, String)>,
+    /// Bytes of request body that follow as [`BodyChunk`]s (the last has `last` set); 0:
+    /// none.
+    pub body_length: u64,
+}
+
+impl FetchRequest {
+    /// A plain `GET` of `key` without headers or body: what a cache fill of Shoal's own
+    /// content asks for.
+    pub fn get(request_id: u64, key: impl Into<String>) -> Self {
+        Self {
+            request_id,
+            key: key.into(),
+            if_none_match: None,
+            method: "GET".into(),
+            headers: Vec::new(),
+            body_length: 0,
+        }
+    }
 }
 
 /// How long a body is.
@@ -328,6 +352,10 @@ pub enum ErrorCode {
     Version,
     /// The peer did not authenticate (no or a wrong token).
     Unauthorized,
+    /// The origin's upstream HTTP server could not be reached or broke its answer.
+    UpstreamFailed,
+    /// The origin's upstream HTTP server sent no response head in time.
+    UpstreamTimeout,
 }
 
 /// Either way: a request (`request_id`) or the whole stream (`None`) failed.
@@ -475,6 +503,9 @@ mod tests {
             request_id: 7,
             key: "example.com/video/seg1.ts".into(),
             if_none_match: Some("\"v3\"".into()),
+            method: "GET".into(),
+            headers: vec![("x-forwarded-for".into(), "192.0.2.1".into())],
+            body_length: 0,
         })
     }
 

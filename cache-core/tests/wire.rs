@@ -16,13 +16,26 @@ fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u64>(), s(), prop::option::of(s())).prop_map(|(request_id, key, if_none_match)| {
-            Message::Fetch(FetchRequest {
-                request_id,
-                key,
-                if_none_match,
-            })
-        }),
+        (
+            any::<u64>(),
+            s(),
+            prop::option::of(s()),
+            s(),
+            headers(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(request_id, key, if_none_match, method, headers, body_length)| {
+                    Message::Fetch(FetchRequest {
+                        request_id,
+                        key,
+                        if_none_match,
+                        method,
+                        headers,
+                        body_length,
+                    })
+                }
+            ),
         (
             any::<u64>(),
             any::<u16>(),

@@ -83,7 +83,9 @@ pub struct CacheSection {
     /// last reader is done, never stored); longer ones stream to each requester from its
     /// own origin fetch (`64MiB`; `0`: never share unstored bodies).
     pub max_shared_fill: ByteSize,
-    /// Lifetime of responses without explicit freshness (`60s`; `0` to not cache them).
+    /// Lifetime of responses without explicit freshness (`0`: none, so they are not reused
+    /// without revalidation, as RFC 9111 §4.2 expects of a cache in front of any server;
+    /// Shoal's own origin always sends `Cache-Control`).
     pub default_ttl: HumanDuration,
     /// Stale-if-error window where the origin gives none (`0`).
     pub stale_if_error: HumanDuration,
@@ -105,7 +107,7 @@ impl Default for CacheSection {
             policy: Policy::default(),
             max_object_size: ByteSize(16 << 20),
             max_shared_fill: ByteSize(64 << 20),
-            default_ttl: HumanDuration::secs(60),
+            default_ttl: HumanDuration::secs(0),
             stale_if_error: HumanDuration::default(),
             stale_while_revalidate: HumanDuration::default(),
             negative_ttl: BTreeMap::new(),
@@ -260,6 +262,12 @@ pub struct EdgeConfig {
     /// Bearer token clients must present to PUT or DELETE through this edge (forwarded to
     /// the origin under the path's consistency mode). Default none: writes get 405.
     pub write_token: Option<Secret>,
+    /// Pass every method other than GET and HEAD (POST, PATCH, OPTIONS, unknown ones, and
+    /// PUT/DELETE when no `write_token` is set) through to the origin, whose upstream HTTP
+    /// server answers it: never cached, and a non-error answer invalidates the target and
+    /// its `Location`/`Content-Location` (RFC 9111 §4.4). Default `false`: such methods
+    /// get 405, as an edge in front of Shoal's own origin has nothing to pass them to.
+    pub pass_through: bool,
     /// The `write-back` buffer (used on paths the origin announces as `write-back`).
     pub write_back: WriteBackSection,
     /// Prefetching the next object a player names in its CMCD (`nor`).
@@ -454,6 +462,7 @@ impl Default for EdgeConfig {
             overload: OverloadSection::default(),
             signed_urls: Default::default(),
             write_token: None,
+            pass_through: false,
             write_back: WriteBackSection::default(),
             prefetch: PrefetchSection::default(),
         }
@@ -499,6 +508,9 @@ pub struct EdgeFlags {
     /// Token clients present to write through this edge (or SHOAL_WRITE_TOKEN).
     #[arg(long, env = "SHOAL_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<String>,
+    /// Pass methods other than GET and HEAD through to the origin's upstream (uncached).
+    #[arg(long)]
+    pub pass_through: bool,
     /// Cache capacity (`256MiB`).
     #[arg(long)]
     pub capacity: Option<ByteSize>,
@@ -563,6 +575,7 @@ impl EdgeConfig {
         if let Some(t) = f.write_token {
             self.write_token = Some(Secret::new(t));
         }
+        self.pass_through |= f.pass_through;
         set(&mut self.cache.capacity, f.capacity);
         set(&mut self.cache.policy, f.policy);
     }

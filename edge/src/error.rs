@@ -43,6 +43,16 @@ pub enum EdgeError {
     /// The circuit breaker is open: recent attempts failed, so this one is not made.
     #[error("origin circuit open after repeated failures; retrying in {0:?}")]
     CircuitOpen(Duration),
+    /// The origin's upstream HTTP server failed (unreachable, broke off, or silent past
+    /// the origin's timeout). Not the origin link's fault: neither retried nor counted by
+    /// the breaker, but a stale copy may stand in for it.
+    #[error("upstream failed: {message}")]
+    UpstreamFailed {
+        /// 502, or 504 for a timeout.
+        status: u16,
+        /// What the origin said.
+        message: String,
+    },
     /// The origin answered something that breaks the protocol.
     #[error("origin protocol error: {0}")]
     OriginProtocol(String),
@@ -116,7 +126,8 @@ impl EdgeError {
 
     /// Whether a stale copy inside its stale-if-error window may answer instead.
     pub fn may_serve_stale(&self) -> bool {
-        self.is_origin_failure() || matches!(self, Self::Overloaded(_))
+        self.is_origin_failure()
+            || matches!(self, Self::Overloaded(_) | Self::UpstreamFailed { .. })
     }
 
     /// How long a client should wait before retrying, where that is known.
@@ -140,7 +151,7 @@ impl EdgeError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::OriginRefused { status, .. } => {
+            Self::OriginRefused { status, .. } | Self::UpstreamFailed { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -168,6 +179,7 @@ impl EdgeError {
             Self::Unauthorized(_) => "unauthorized",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::OriginRefused { .. } => "origin-refused",
+            Self::UpstreamFailed { .. } => "upstream-failed",
             Self::RateLimited(_) => "rate-limited",
             Self::Overloaded(_) => "overloaded",
             Self::NoLease(_) => "no-lease",
@@ -184,7 +196,7 @@ impl EdgeError {
     /// The `Cache-Status` member (RFC 9211): origin failures were forwarded as misses;
     /// rejected requests never reached the cache.
     fn cache_status(&self) -> String {
-        if self.is_origin_failure() {
+        if self.is_origin_failure() || matches!(self, Self::UpstreamFailed { .. }) {
             format!("shoal; fwd=miss; detail={}", self.as_str())
         } else {
             format!("shoal; detail={}", self.as_str())

@@ -60,6 +60,7 @@ mod peers;
 pub mod request;
 mod state;
 pub mod upstream;
+mod vary;
 mod writeback;
 
 pub use config::{EdgeConfig, EdgeFlags};

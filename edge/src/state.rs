@@ -34,6 +34,8 @@ pub(crate) struct EdgeState {
     pub(crate) prefetcher: crate::request::prefetch::Prefetcher,
     /// Fills whose bodies are still arriving, shared as they do.
     pub(crate) growing: crate::request::growing::GrowingFills,
+    /// Which URLs vary, and on which request fields.
+    pub(crate) vary: crate::vary::VaryIndex,
     /// Acknowledged writes to `write-back` paths not yet at the origin.
     pub(crate) write_back: crate::writeback::WriteBack,
     /// Set at shutdown: readiness turns false before listeners close.
@@ -80,6 +82,7 @@ impl EdgeState {
             ),
             metrics: Metrics::default(),
             growing: Default::default(),
+            vary: Default::default(),
             prefetcher: crate::request::prefetch::Prefetcher::new(&config.prefetch),
             write_back: crate::writeback::WriteBack::new(&config.write_back),
             draining: AtomicBool::new(false),

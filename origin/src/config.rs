@@ -18,6 +18,35 @@ pub struct CacheRule {
     pub cache_control: String,
 }
 
+/// The upstream HTTP server an origin pulls through (`[upstream]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port`, optionally with a base path every target is put under.
+    pub url: String,
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1. Default false.
+    pub http2: bool,
+    /// TCP connect timeout. Default 2 s.
+    pub connect_timeout: shoal_cache_core::size::HumanDuration,
+    /// From sending a request to its response head, and between two pieces of a body.
+    /// Default 30 s.
+    pub timeout: shoal_cache_core::size::HumanDuration,
+    /// Idle keep-alive connections kept open. Default 64.
+    pub max_idle_connections: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            http2: false,
+            connect_timeout: shoal_cache_core::size::HumanDuration::secs(2),
+            timeout: shoal_cache_core::size::HumanDuration::secs(30),
+            max_idle_connections: 64,
+        }
+    }
+}
+
 /// Origin settings. Every field has a default; unknown fields are an error.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,6 +105,9 @@ pub struct OriginConfig {
     /// Synthetic adaptive-bitrate ladders served under `/video/<name>/` (see
     /// [`shoal_cache_core::video`]). Default none.
     pub ladders: Vec<shoal_cache_core::video::LadderConfig>,
+    /// An upstream HTTP server to pull through: fetches of paths the origin does not hold
+    /// (nor generates), and every request an edge passes through. Default none.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 impl Default for OriginConfig {
@@ -117,6 +149,7 @@ impl Default for OriginConfig {
             default_mode: Mode::default(),
             consistency: Vec::new(),
             ladders: Vec::new(),
+            upstream: None,
         }
     }
 }
@@ -146,6 +179,10 @@ pub struct OriginFlags {
     /// reused on the next start.
     #[arg(long)]
     pub cert_out: Option<PathBuf>,
+    /// Upstream HTTP server to pull through (`http://host:port`), with the `[upstream]`
+    /// section's other settings (or their defaults).
+    #[arg(long)]
+    pub upstream: Option<String>,
 }
 
 impl OriginConfig {
@@ -178,6 +215,11 @@ impl OriginConfig {
         self.admin_token = f.admin_token.or(self.admin_token.take());
         self.edge_token = f.edge_token.or(self.edge_token.take());
         self.cert_out = f.cert_out.or(self.cert_out.take());
+        if let Some(url) = f.upstream {
+            self.upstream
+                .get_or_insert_with(UpstreamConfig::default)
+                .url = url;
+        }
     }
 
     /// Parses TOML.
@@ -225,6 +267,14 @@ impl OriginConfig {
             return Err(OriginError::Config("admin_token must not be empty".into()));
         }
         self.built_ladders()?;
+        if let Some(u) = &self.upstream {
+            crate::upstream::Upstream::new(u)?;
+            if u.timeout.get().is_zero() || u.connect_timeout.get().is_zero() {
+                return Err(OriginError::Config(
+                    "upstream timeouts must be positive".into(),
+                ));
+            }
+        }
         Ok(())
     }
 

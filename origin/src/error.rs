@@ -47,6 +47,9 @@ pub enum OriginError {
     /// A configuration value is invalid.
     #[error("config: {0}")]
     Config(String),
+    /// The upstream HTTP server's answer broke after its head was sent on.
+    #[error("upstream: {0}")]
+    Upstream(String),
     /// An edge connected without the edge token (or with a wrong one).
     #[error("edge {0:?} did not present the edge token")]
     Unauthorized(String),

@@ -12,6 +12,8 @@
 //! - `admin`: PUT/DELETE of objects and purges (bearer token), `/metrics`, `/healthz`.
 //! - [`invalidation`]: the invalidation log, the live feed to edges, acknowledgements.
 //! - [`metrics`]: Prometheus metric families.
+//! - `upstream`: pull-through to an upstream HTTP server (`upstream.url`): fetches of
+//!   paths the origin does not hold, and every request an edge passes through.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,8 +31,9 @@ pub mod metrics;
 mod server;
 pub mod store;
 pub mod tls;
+mod upstream;
 
-pub use config::{CacheRule, OriginConfig, OriginFlags};
+pub use config::{CacheRule, OriginConfig, OriginFlags, UpstreamConfig};
 pub use error::OriginError;
 pub use invalidation::{Applied, Invalidator};
 pub use store::ObjectStore;
@@ -48,6 +51,8 @@ pub(crate) struct State {
     modes: shoal_cache_core::consistency::Modes,
     /// Synthetic video ladders, from the config.
     ladders: Vec<shoal_cache_core::video::Ladder>,
+    /// The upstream HTTP server pulled through, if one is configured.
+    upstream: Option<upstream::Upstream>,
 }
 
 impl State {
@@ -236,6 +241,11 @@ impl Origin {
         let state = Arc::new(State {
             modes: config.modes(),
             ladders: config.built_ladders()?,
+            upstream: config
+                .upstream
+                .as_ref()
+                .map(upstream::Upstream::new)
+                .transpose()?,
             config,
             store: store.clone(),
             metrics: metrics.clone(),

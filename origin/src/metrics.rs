@@ -20,6 +20,10 @@ pub enum FetchResult {
     BadRequest,
     /// Origin-side failure.
     Error,
+    /// Answered by the upstream HTTP server (any status).
+    Upstream,
+    /// The upstream could not be reached or did not answer in time (502/504).
+    UpstreamError,
 }
 
 impl FetchResult {
@@ -31,6 +35,8 @@ impl FetchResult {
             Self::NotFound => "not_found",
             Self::BadRequest => "bad_request",
             Self::Error => "error",
+            Self::Upstream => "upstream",
+            Self::UpstreamError => "upstream_error",
         }
     }
 }

@@ -203,7 +203,36 @@ async fn serve_stream(
             .await;
         }
     };
-    if let Err(e) = respond(&mut send, &codec, &fetch, state).await {
+    // A passed-through request's body follows its head; it is read whole (bounded by
+    // `max_object_bytes`) before the upstream is asked, so a broken one is never half sent.
+    let body = if fetch.body_length > 0 {
+        let limit = state.config.max_object_bytes as u64;
+        let read = if fetch.body_length > limit {
+            Err(format!(
+                "request body of {} bytes exceeds the {limit}-byte limit",
+                fetch.body_length
+            ))
+        } else {
+            shoal_cache_core::io::BodyStream::new(reader, Some(fetch.body_length))
+                .collect()
+                .await
+                .map_err(|e| format!("request body: {e}"))
+        };
+        match read {
+            Ok(b) => b,
+            Err(msg) => {
+                let status = if fetch.body_length > limit { 413 } else { 400 };
+                let (h, b) = simple(fetch.request_id, status, format!("{msg}\n"));
+                state.metrics.fetch(FetchResult::BadRequest, 0);
+                send_whole(&mut send, &codec, h, &Body::Memory(b), fetch.request_id).await?;
+                let _ = send.finish();
+                return Ok(());
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    if let Err(e) = respond(&mut send, &codec, &fetch, body, state).await {
         // Reset rather than finish: the edge must see a broken body, never a short one.
         let _ = send.reset(1u32.into());
         return Err(e);
@@ -497,12 +526,58 @@ async fn respond(
     send: &mut quinn::SendStream,
     codec: &FrameCodec,
     f: &FetchRequest,
+    request_body: Bytes,
     state: &State,
 ) -> Result<(), OriginError> {
     // The target is what the edge's cache key holds: path and query. Objects here are
     // addressed by path; the query reaches the origin so one that serves by query could.
     let path = f.key.split('?').next().unwrap_or_default();
-    let (result, head, body) = match state.object(path).await {
+    let read = f.method == "GET" || f.method == "HEAD";
+    let held = if read {
+        state.object(path).await
+    } else {
+        Err(OriginError::NotFound(path.to_string()))
+    };
+    if let Some(up) = &state.upstream
+        && matches!(
+            held,
+            Err(OriginError::NotFound(_) | OriginError::BadPath { .. })
+        )
+    {
+        return match up.forward(send, codec, f, request_body).await? {
+            Ok(bytes) => {
+                state.metrics.fetch(FetchResult::Upstream, bytes);
+                Ok(())
+            }
+            Err(failure) => {
+                warn!("{} {}: {}", f.method, f.key, failure.message);
+                state.metrics.fetch(FetchResult::UpstreamError, 0);
+                // As an error, not a response: the edge may serve a stale copy instead.
+                let code = match failure.status {
+                    504 => ErrorCode::UpstreamTimeout,
+                    502 => ErrorCode::UpstreamFailed,
+                    _ => ErrorCode::BadRequest,
+                };
+                let msg = Message::Error(ErrorMessage {
+                    request_id: Some(f.request_id),
+                    code,
+                    message: failure.message,
+                });
+                write_frame(send, codec, &msg).await?;
+                Ok(())
+            }
+        };
+    }
+    if !read {
+        let (h, b) = simple(
+            f.request_id,
+            405,
+            format!("{} is not served: this origin has no upstream\n", f.method),
+        );
+        state.metrics.fetch(FetchResult::BadRequest, 0);
+        return send_whole(send, codec, h, &Body::Memory(b), f.request_id).await;
+    }
+    let (result, head, body) = match held {
         Ok(obj) => {
             let headers = object_headers(state, path, &obj);
             if f.if_none_match.as_deref() == Some(obj.etag.as_str()) {
@@ -543,15 +618,26 @@ async fn respond(
         }
     };
     state.metrics.fetch(result, body.len());
+    send_whole(send, codec, head, &body, f.request_id).await
+}
+
+/// A response head and its whole body, in chunks of at most [`MAX_CHUNK`].
+async fn send_whole(
+    send: &mut quinn::SendStream,
+    codec: &FrameCodec,
+    head: ResponseHead,
+    body: &Body,
+    request_id: u64,
+) -> Result<(), OriginError> {
     write_frame(send, codec, &Message::ResponseHead(head)).await?;
-    let mut chunks = Chunks::open(&body).await?;
+    let mut chunks = Chunks::open(body).await?;
     let mut offset = 0u64;
     loop {
         let data = chunks.next(offset).await?;
         let end = offset + data.len() as u64;
         let last = end >= body.len();
         let chunk = Message::BodyChunk(BodyChunk {
-            request_id: f.request_id,
+            request_id,
             offset,
             data,
             last,

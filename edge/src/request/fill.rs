@@ -29,6 +29,16 @@ use crate::headers;
 use crate::state::EdgeState;
 use crate::upstream::{Fetch, OriginBody, OriginReply};
 
+/// What a fill asks the origin's upstream with: the headers of the request that started
+/// it (see [`crate::headers::forwarded`]). Every request for the key shares the fill, so
+/// none of them carries a client's conditions or ranges.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ask {
+    pub(crate) headers: Vec<(String, String)>,
+    /// The `Vary` fields the key being filled is a secondary key for, if it is one.
+    pub(crate) variant: Option<Arc<[String]>>,
+}
+
 /// What the fill phase hands to respond.
 pub(crate) enum Served {
     /// A whole object (cached or not).
@@ -116,12 +126,13 @@ pub(crate) fn decide(
     stored: Result<(), NoStoreReason>,
     revalidated: Option<bool>,
 ) -> Decision {
-    use NoStoreReason::{Authorization, Filling, Private, SetCookie, Streamed};
+    use NoStoreReason::{Authorization, Filling, Private, SetCookie, Streamed, Vary};
     match (how, stored, revalidated) {
         (How::Ran, Err(Streamed | Filling), _) => Decision::Handed,
         (_, Err(Filling), _) => Decision::JoinGrowing,
         (_, Err(Streamed), _) => Decision::FetchAlone,
-        (How::Joined, Err(Private | SetCookie | Authorization), _) => Decision::FetchAlone,
+        // Another request's own answer, or its variant of a URL that varies.
+        (How::Joined, Err(Private | SetCookie | Authorization | Vary), _) => Decision::FetchAlone,
         (_, Err(r), _) => Decision::Serve(CacheStatus::MissNotStored(r)),
         (How::FoundCached, Ok(()), _) => Decision::Serve(CacheStatus::Hit),
         (_, Ok(()), Some(true)) => Decision::Serve(CacheStatus::Revalidated),
@@ -139,6 +150,7 @@ pub(crate) async fn fill(
     key: &CacheKey,
     authorized: bool,
     stale: Option<Arc<CachedObject>>,
+    ask: Arc<Ask>,
 ) -> Result<Served, EdgeError> {
     if let Some(g) = st.growing.get(key) {
         return Ok(joined(st, g));
@@ -146,7 +158,8 @@ pub(crate) async fn fill(
     let handoff = Arc::new(Handoff::default());
     let work = {
         let (st, key, stale, handoff) = (st.clone(), key.clone(), stale.clone(), handoff.clone());
-        move || origin_fill(st, key, authorized, stale, handoff)
+        let ask = ask.clone();
+        move || origin_fill(st, key, authorized, stale, handoff, ask)
     };
     let outcome = match &stale {
         None => st.store.fill_if_absent(key.as_str(), work).await,
@@ -178,17 +191,17 @@ pub(crate) async fn fill(
                 };
                 Ok(Served::Growing(g, status))
             }
-            None => alone(st, key, authorized).await,
+            None => alone(st, key, authorized, &ask).await,
         },
         // The body may have finished (and been stored) since the fill handed it over.
         Decision::JoinGrowing => match st.growing.get(key) {
             Some(g) => Ok(joined(st, g)),
             None => match st.store.get(key.as_str()).await {
                 Some(obj) => Ok(Served::Object(obj, CacheStatus::Collapsed)),
-                None => alone(st, key, authorized).await,
+                None => alone(st, key, authorized, &ask).await,
             },
         },
-        Decision::FetchAlone => alone(st, key, authorized).await,
+        Decision::FetchAlone => alone(st, key, authorized, &ask).await,
     }
 }
 
@@ -206,7 +219,7 @@ fn joined(st: &EdgeState, g: Arc<Growing>) -> Served {
 /// path reaches the origin. A spike of distinct misses waits here (bounded by
 /// `fill_queue_timeout`) instead of opening unbounded origin streams. The slot comes back
 /// with the reply: a body still on its stream keeps it until the last byte.
-async fn origin_fetch(
+pub(crate) async fn origin_fetch(
     st: &EdgeState,
     req: Fetch,
 ) -> Result<(OriginReply, OwnedSemaphorePermit), EdgeError> {
@@ -245,9 +258,21 @@ async fn origin_fetch(
     r.map(|reply| (reply, slot))
 }
 
-fn fetch_of(st: &EdgeState, key: &CacheKey, etag: Option<String>) -> Fetch {
+fn fetch_of(st: &EdgeState, key: &CacheKey, stale: Option<&CachedObject>, ask: &Ask) -> Fetch {
+    let mut headers = ask.headers.clone();
+    // Revalidate by ETag; by Last-Modified when that is the only validator (RFC 9111 §4.3.1).
+    let etag = stale.and_then(|o| o.etag.clone());
+    if etag.is_none()
+        && let Some(lm) =
+            stale.and_then(|o| freshness::header_values(&o.headers, "last-modified").next())
+    {
+        headers.push(("if-modified-since".into(), lm.to_string()));
+    }
     Fetch {
+        method: "GET".into(),
         target: key.path_and_query().to_string(),
+        headers,
+        body: Bytes::new(),
         etag,
         collect_up_to: growing::STREAM_FILLS_OVER.min(st.config.cache.max_object_size.bytes()),
     }
@@ -260,16 +285,16 @@ async fn origin_fill(
     authorized: bool,
     stale: Option<Arc<CachedObject>>,
     handoff: Arc<Handoff>,
+    ask: Arc<Ask>,
 ) -> Result<Filled<CachedObject>, EdgeError> {
     let request_time = SystemTime::now();
     let since = st.store.generation();
-    let etag = stale.as_ref().and_then(|o| o.etag.clone());
-    let (reply, slot) = origin_fetch(&st, fetch_of(&st, &key, etag)).await?;
+    let (reply, slot) = origin_fetch(&st, fetch_of(&st, &key, stale.as_deref(), &ask)).await?;
     let exchange = Exchange {
         request_time,
         response_time: SystemTime::now(),
     };
-    let rules = Rules::of(&st, authorized, &key);
+    let rules = Rules::of(&st, authorized, &key).variant(ask.variant.clone());
     match reply {
         OriginReply::NotModified { headers } => {
             let Some(old) = stale else {
@@ -284,6 +309,9 @@ async fn origin_fill(
         }
         OriginReply::Complete { head, body } => {
             let (obj, storable) = rules.build(head, body, exchange);
+            if storable == Err(NoStoreReason::Vary) {
+                store_variant(&st, &key, &obj, &ask, since, rules.authorized).await;
+            }
             Ok(Filled {
                 value: Arc::new(obj),
                 storable,
@@ -291,6 +319,15 @@ async fn origin_fill(
         }
         OriginReply::Streaming { head, body } => {
             let (obj, policy) = rules.build(head.clone(), Bytes::new(), exchange);
+            if policy == Err(NoStoreReason::Vary)
+                && let shoal_cache_core::vary::Vary::Fields(f) =
+                    shoal_cache_core::vary::of(&obj.headers)
+            {
+                // Learnt now, stored by the next request for this variant.
+                let primary = shoal_cache_core::vary::primary(key.as_str());
+                let secondary = secondary_of(primary, &f, &ask);
+                st.vary.learn(primary, &f, &secondary);
+            }
             let limits = &st.config.cache;
             match shared(
                 policy,
@@ -327,6 +364,41 @@ async fn origin_fill(
     }
 }
 
+/// The secondary key of `primary` for the request a fill asked with.
+fn secondary_of(primary: &str, fields: &[String], ask: &Ask) -> String {
+    shoal_cache_core::vary::secondary(
+        primary,
+        fields,
+        ask.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    )
+}
+
+/// A response that varies on other fields than its key was made for: the URL's fields are
+/// learnt, and the response is stored under its own secondary key (the fill's request's
+/// variant) when the URL has room for it.
+async fn store_variant(
+    st: &EdgeState,
+    key: &CacheKey,
+    obj: &CachedObject,
+    ask: &Ask,
+    since: u64,
+    authorized: bool,
+) {
+    let shoal_cache_core::vary::Vary::Fields(f) = shoal_cache_core::vary::of(&obj.headers) else {
+        return;
+    };
+    let primary = shoal_cache_core::vary::primary(key.as_str());
+    let secondary = secondary_of(primary, &f, ask);
+    let negative = st.config.negative_ttl(obj.status);
+    let allowed = freshness::storable(obj.status, &obj.headers, authorized, negative).is_ok();
+    if allowed && st.vary.learn(primary, &f, &secondary) {
+        let _ = st
+            .store
+            .insert_unless_invalidated(secondary.into(), Arc::new(obj.clone()), since)
+            .await;
+    }
+}
+
 /// Whether a streamed body may be shared as it arrives, and if so whether it will be
 /// stored (`policy`: what the response's headers allow; `length`: as announced).
 fn shared(
@@ -335,14 +407,14 @@ fn shared(
     max_object: u64,
     max_shared: u64,
 ) -> Option<(u64, Result<(), NoStoreReason>)> {
-    use NoStoreReason::{Authorization, Direct, Private, SetCookie};
+    use NoStoreReason::{Authorization, Direct, Private, SetCookie, Vary};
     let BodyLength::Known(n) = length else {
         return None;
     };
     let stored = match policy {
         // Per-client answers are this caller's alone; a `direct` read must not be served to
         // a request that arrived after the fetch began.
-        Err(Private | SetCookie | Authorization | Direct) => return None,
+        Err(Private | SetCookie | Authorization | Direct | Vary) => return None,
         Ok(()) if n <= max_object => Ok(()),
         _ if n > max_object.max(max_shared) => return None,
         Ok(()) => Err(NoStoreReason::TooLarge),
@@ -352,10 +424,15 @@ fn shared(
 }
 
 /// An uncoalesced, unstored fetch (a body too large to store; a per-client response).
-async fn alone(st: &EdgeState, key: &CacheKey, authorized: bool) -> Result<Served, EdgeError> {
+async fn alone(
+    st: &EdgeState,
+    key: &CacheKey,
+    authorized: bool,
+    ask: &Ask,
+) -> Result<Served, EdgeError> {
     let request_time = SystemTime::now();
     // The slot is for origin streams the edge shares; this one belongs to its client.
-    let (reply, _slot) = origin_fetch(st, fetch_of(st, key, None)).await?;
+    let (reply, _slot) = origin_fetch(st, fetch_of(st, key, None, ask)).await?;
     match reply {
         OriginReply::Streaming { head, body } => Ok(Served::Stream(
             head,
@@ -389,6 +466,8 @@ pub(crate) struct Rules<'a> {
     pub(crate) authorized: bool,
     /// The path's mode is `direct`: nothing is stored.
     pub(crate) direct: bool,
+    /// The `Vary` fields the key is a secondary key for (`None`: a primary key).
+    pub(crate) variant: Option<Arc<[String]>>,
 }
 
 impl<'a> Rules<'a> {
@@ -398,6 +477,15 @@ impl<'a> Rules<'a> {
             negative_ttl: &st.config.cache.negative_ttl,
             authorized,
             direct: !st.mode(key.path_and_query()).caches(),
+            variant: None,
+        }
+    }
+
+    /// For a secondary key made for `fields`.
+    pub(crate) fn variant(self, fields: Option<Arc<[String]>>) -> Self {
+        Self {
+            variant: fields,
+            ..self
         }
     }
 
@@ -410,7 +498,15 @@ impl<'a> Rules<'a> {
     ) -> (CachedObject, Result<(), NoStoreReason>) {
         // Surrogate keys are indexed, never sent on: `keep` drops the header.
         let tags = shoal_cache_core::invalidation::surrogate_keys(&head.headers);
-        let headers = headers::keep(head.headers);
+        let mut headers = headers::keep(head.headers);
+        // Served as it came: a cache must not change Date (RFC 9110 §6.6.1); one that
+        // came without gets the time it was received.
+        if freshness::header_values(&headers, "date").next().is_none() {
+            headers.push((
+                "date".into(),
+                httpdate::fmt_http_date(exchange.response_time),
+            ));
+        }
         let negative = self.negative_ttl.get(&head.status).map(|d| d.get());
         let fr = match negative.filter(|_| head.status >= 400) {
             Some(ttl) => Freshness::fixed(exchange.response_time, ttl),
@@ -419,7 +515,18 @@ impl<'a> Rules<'a> {
         let storable = if self.direct {
             Err(NoStoreReason::Direct)
         } else {
-            freshness::storable(head.status, &headers, self.authorized, negative)
+            match freshness::storable(head.status, &headers, self.authorized, negative) {
+                // Stored under this key only if the key was made for exactly these fields.
+                Ok(()) => match shoal_cache_core::vary::of(&headers) {
+                    shoal_cache_core::vary::Vary::Fields(f)
+                        if self.variant.as_deref() != Some(&f[..]) =>
+                    {
+                        Err(NoStoreReason::Vary)
+                    }
+                    _ => Ok(()),
+                },
+                e => e,
+            }
         };
         let etag = freshness::header_values(&headers, "etag")
             .next()
@@ -566,6 +673,7 @@ mod tests {
                 negative_ttl: &none,
                 authorized,
                 direct: false,
+                variant: None,
             };
             let (_, storable) = rules.build(head(cc), Bytes::new(), ex);
             assert_eq!(storable, want, "authorized={authorized} {cc}");

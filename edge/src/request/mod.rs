@@ -21,6 +21,7 @@ pub(crate) mod admit;
 pub(crate) mod fill;
 pub(crate) mod growing;
 pub(crate) mod lookup;
+pub(crate) mod pass;
 pub(crate) mod prefetch;
 pub(crate) mod respond;
 pub(crate) mod route;
@@ -51,6 +52,8 @@ pub(crate) enum Outcome {
     Forwarded,
     /// A write, forwarded to the origin.
     Written,
+    /// Passed through to the origin's upstream for its method.
+    Passed,
     /// A peer's prefetch request, accepted.
     Prefetch,
     /// Refused by validation.
@@ -66,6 +69,7 @@ impl Outcome {
             Self::Cache(s) => s.as_str(),
             Self::Forwarded => "forwarded",
             Self::Written => "write",
+            Self::Passed => "pass",
             Self::Prefetch => "prefetch",
             Self::Rejected => "rejected",
             Self::Failed => "error",
@@ -81,6 +85,11 @@ pub(crate) struct Ctx {
     pub(crate) now: SystemTime,
     pub(crate) method: Method,
     pub(crate) headers: HeaderMap,
+    /// The client's address (a trusted `client_ip_header`'s, else the socket's); `None`
+    /// for a forward from a region peer, which names the client in its own headers.
+    pub(crate) client: Option<std::net::IpAddr>,
+    /// The request is a forward from a region peer (marked, from a peer's address).
+    pub(crate) from_peer: bool,
     pub(crate) key: Option<CacheKey>,
     pub(crate) outcome: Outcome,
 }
@@ -94,6 +103,8 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
         now: SystemTime::now(),
         method: parts.method,
         headers: parts.headers,
+        client: None,
+        from_peer: false,
         key: None,
         outcome: Outcome::Pending,
     };
@@ -117,7 +128,8 @@ pub(crate) async fn handle(st: Arc<EdgeState>, req: Request<Body>) -> Response<B
     {
         Ok(r) => r,
         Err(e) => {
-            ctx.outcome = if e.is_origin_failure() {
+            ctx.outcome = if e.is_origin_failure() || matches!(e, EdgeError::UpstreamFailed { .. })
+            {
                 Outcome::Failed
             } else {
                 Outcome::Rejected
@@ -157,11 +169,16 @@ async fn run(
 ) -> Result<Response<Body>, EdgeError> {
     let client = st.admission.client(&ctx.headers, peer);
     let _admitted = st.admission.admit(client)?;
-    let writes = st.config.write_token.is_some();
-    let target = validate::request(&ctx.method, uri, &ctx.headers, writes)?;
+    let methods = validate::Methods {
+        writes: st.config.write_token.is_some(),
+        pass: st.config.pass_through,
+    };
+    let target = validate::request(&ctx.method, uri, &ctx.headers, methods)?;
     // Forwards from region peers were checked where the client connected (and the peer's
     // own address would not match an `ip` binding).
     let from_peer = st.admission.is_peer_forward(&ctx.headers, peer);
+    ctx.client = client;
+    ctx.from_peer = from_peer;
     let signed = &st.config.signed_urls;
     if !from_peer && signed.required(&target.path) {
         signed
@@ -175,9 +192,13 @@ async fn run(
         .key(&target.host, &target.path_and_query)
         .map_err(|e| EdgeError::BadRequest(e.to_string()))?;
     ctx.key = Some(key.clone());
-    let is_write = ctx.method == Method::PUT || ctx.method == Method::DELETE;
+    let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
+    let is_write = methods.writes && (ctx.method == Method::PUT || ctx.method == Method::DELETE);
+    let is_pass = !is_read && !is_write;
     let body = if is_write {
         write::admit(st, ctx, body).await?
+    } else if is_pass {
+        write::read_body(st, ctx, body).await?
     } else {
         drop(body);
         bytes::Bytes::new()
@@ -196,6 +217,11 @@ async fn run(
         ctx.outcome = Outcome::Written;
         return write::to_origin(st, ctx, &target, &key, body).await;
     }
+    if is_pass {
+        ctx.outcome = Outcome::Passed;
+        return pass::to_origin(st, ctx, &target, body).await;
+    }
+
     prefetch::after_read(st, &ctx.headers, &target);
     let mode = st.mode(key.path_and_query());
     // `write-back`: this edge's acknowledged write not yet at the origin is the newest.
@@ -209,6 +235,27 @@ async fn run(
             fill::Served::Object(obj, CacheStatus::Hit),
         ));
     }
+    // A URL whose responses vary is looked up (and filled) under this request's variant.
+    let variant = st.vary.fields(key.as_str()).filter(|_| mode.caches());
+    let key = match &variant {
+        Some(fields) => {
+            let req: Vec<(&str, &str)> = ctx
+                .headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+                .collect();
+            CacheKey::from_normalised(shoal_cache_core::vary::secondary(
+                key.as_str(),
+                fields,
+                req.iter().copied(),
+            ))
+        }
+        None => key,
+    };
+    let ask = Arc::new(fill::Ask {
+        headers: crate::headers::forwarded(&ctx.headers, ctx.client, from_peer, true),
+        variant,
+    });
     // `direct` paths are never cached: every read goes to the origin.
     let lookup = if mode.caches() {
         st.store.lookup(key.as_str(), ctx.now).await
@@ -232,9 +279,10 @@ async fn run(
     let served = match lookup::plan(lookup, min_version, unleased) {
         lookup::Plan::Serve(obj) => Ok(fill::Served::Object(obj, CacheStatus::Hit)),
         lookup::Plan::ServeAndRefresh(obj) => {
-            let (st2, key2, stale) = (st.clone(), key.clone(), obj.clone());
+            let (st2, key2, stale, ask2) = (st.clone(), key.clone(), obj.clone(), ask.clone());
             tokio::spawn(async move {
-                if let Err(e) = fill::fill(&st2, &key2, target.authorized, Some(stale)).await {
+                if let Err(e) = fill::fill(&st2, &key2, target.authorized, Some(stale), ask2).await
+                {
                     debug!("background revalidation of {key2} failed: {e}");
                 }
             });
@@ -243,14 +291,14 @@ async fn run(
         lookup::Plan::Revalidate {
             stale,
             serve_if_error,
-        } => match fill::fill(st, &key, target.authorized, Some(stale.clone())).await {
+        } => match fill::fill(st, &key, target.authorized, Some(stale.clone()), ask).await {
             Err(e) if serve_if_error && e.may_serve_stale() => {
                 tracing::warn!("origin failed, serving stale {key}: {e}");
                 Ok(fill::Served::Object(stale, CacheStatus::StaleHit))
             }
             r => r,
         },
-        lookup::Plan::Fill => fill::fill(st, &key, target.authorized, None).await,
+        lookup::Plan::Fill => fill::fill(st, &key, target.authorized, None, ask).await,
     };
     let served = served.map_err(|e| {
         if unleased && e.is_origin_failure() {

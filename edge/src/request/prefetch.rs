@@ -140,7 +140,7 @@ pub(crate) async fn local(st: Arc<EdgeState>, key: CacheKey) {
         st.metrics.prefetch("busy");
         return;
     };
-    match fill::fill(&st, &key, false, None).await {
+    match fill::fill(&st, &key, false, None, Arc::default()).await {
         Ok(Served::Growing(g, _)) => {
             p.bytes.fetch_add(g.length, Ordering::Relaxed);
             g.done().await;

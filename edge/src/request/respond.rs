@@ -54,12 +54,15 @@ fn head_of(
     obj: &CachedObject,
     status: CacheStatus,
 ) -> (HeaderMap, StatusCode) {
-    let mut h = headers::to_map(&obj.headers, &["date"]);
+    // The stored Date stays (RFC 9110 §6.6.1): Age says how old the response is.
+    let mut h = headers::to_map(&obj.headers, &[]);
     h.insert(
         header::AGE,
         HeaderValue::from(obj.freshness.current_age(ctx.now).as_secs()),
     );
-    h.insert(header::DATE, st.date.get(ctx.now));
+    if !h.contains_key(header::DATE) {
+        h.insert(header::DATE, st.date.get(ctx.now));
+    }
     h.insert(CACHE_STATUS, cache_status_value(status));
     if obj.version > 0 {
         // The version a client sends back (X-Shoal-Min-Version) for its session guarantees.
@@ -72,10 +75,23 @@ fn head_of(
     (h, code)
 }
 
-/// A 304 when the request's `If-None-Match` matches `obj`'s ETag.
+/// A 304 when the request's `If-None-Match` matches `obj`'s ETag, or, without one, when
+/// `obj` has not changed since the request's `If-Modified-Since` (RFC 9111 §4.3.2: its
+/// Last-Modified, else its Date, is compared).
 fn not_modified(ctx: &Ctx, obj: &CachedObject, h: &mut HeaderMap) -> Option<Response<Body>> {
-    let inm = ctx.headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
-    if !etag_matches(inm, obj.etag.as_deref()?) {
+    let unchanged = match ctx.headers.get(header::IF_NONE_MATCH) {
+        Some(inm) => etag_matches(inm.to_str().ok()?, obj.etag.as_deref()?),
+        None => {
+            let ims = ctx.headers.get(header::IF_MODIFIED_SINCE)?.to_str().ok()?;
+            let ims = shoal_cache_core::freshness::parse_date(ims.trim())?;
+            let modified = ["last-modified", "date"]
+                .iter()
+                .find_map(|n| shoal_cache_core::freshness::header_values(&obj.headers, n).next())?;
+            let modified = shoal_cache_core::freshness::parse_date(modified.trim())?;
+            modified <= ims
+        }
+    };
+    if !unchanged {
         return None;
     }
     h.remove(header::CONTENT_TYPE);
@@ -160,7 +176,9 @@ fn stream(head: ResponseHead, body: OriginBody, status: CacheStatus) -> Response
     if let BodyLength::Known(n) = head.length {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    h.insert(header::AGE, HeaderValue::from(0u64));
+    if !h.contains_key(header::AGE) {
+        h.insert(header::AGE, HeaderValue::from(0u64));
+    }
     h.insert(CACHE_STATUS, cache_status_value(status));
     let mut r = Response::new(Body::from_stream(body.into_stream()));
     *r.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);

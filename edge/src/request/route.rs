@@ -27,17 +27,10 @@ use crate::state::EdgeState;
 /// Header a forwarding edge sets, so the owner serves instead of forwarding again.
 pub const FORWARDED: &str = "x-shoal-forwarded";
 
-/// Request headers a forward carries to the owner (the rest is the owner's business only
-/// through the key); a write's media type and surrogate keys go with its body.
-const FORWARDED_HEADERS: [&str; 7] = [
-    super::MIN_VERSION,
-    "range",
-    "if-none-match",
-    "if-range",
-    "authorization",
-    "content-type",
-    "surrogate-key",
-];
+/// Shoal's own request headers a forward carries to the owner beside the end-to-end ones
+/// (which it carries all, with `Forwarded`/`X-Forwarded-For` naming the client, so the
+/// owner's fill asks the upstream as the client did).
+const SHOAL_HEADERS: [&str; 1] = [super::MIN_VERSION];
 
 /// The owner's response, when another edge owns the key and answered; `None` to serve here.
 pub(crate) async fn to_owner(
@@ -98,9 +91,14 @@ async fn forward(
         .uri(format!("http://{}{}", peer.addr, target.path_and_query))
         .header(header::HOST, &target.host)
         .header(FORWARDED, st.node_header.clone());
-    for h in FORWARDED_HEADERS {
+    for h in SHOAL_HEADERS {
         for v in ctx.headers.get_all(h) {
             b = b.header(h, v);
+        }
+    }
+    for (n, v) in crate::headers::forwarded(&ctx.headers, ctx.client, false, false) {
+        if n != "host" {
+            b = b.header(n, v);
         }
     }
     let req = b.body(Full::new(body)).map_err(|e| fail(e.to_string()))?;

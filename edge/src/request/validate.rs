@@ -1,5 +1,6 @@
 //! Phase 1, **validate**: refuse what must not reach the cache (methods other than GET and
-//! HEAD — and PUT and DELETE on an edge with a write token —, oversized targets and
+//! HEAD — but PUT and DELETE on an edge with a write token, and any method on one that
+//! passes them through —, oversized targets and
 //! headers, bodies on reads, ambiguous Host, unsafe paths) and pull out the facts the later
 //! phases need.
 
@@ -24,16 +25,27 @@ pub(crate) struct Target {
     pub(crate) authorized: bool,
 }
 
+/// Which methods other than GET and HEAD an edge takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Methods {
+    /// PUT and DELETE, as writes to Shoal's origin (the edge has a write token).
+    pub(crate) writes: bool,
+    /// Every other method, passed through to the origin's upstream.
+    pub(crate) pass: bool,
+}
+
 /// Checks a request head. GET and HEAD must carry no body; PUT and DELETE pass only when
-/// `writes` (the edge has a write token), and the write phase checks the rest.
+/// the edge takes writes, other methods only when it passes them through, and the write
+/// and pass phases check the rest.
 pub(crate) fn request(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    writes: bool,
+    methods: Methods,
 ) -> Result<Target, EdgeError> {
+    let read = method == Method::GET || method == Method::HEAD;
     let write = *method == Method::PUT || *method == Method::DELETE;
-    if !(method == Method::GET || method == Method::HEAD || (writes && write)) {
+    if !(read || (methods.writes && write) || methods.pass) {
         return Err(EdgeError::MethodNotAllowed(method.to_string()));
     }
     let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
@@ -55,7 +67,7 @@ pub(crate) fn request(
         || headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body && !write {
+    if has_body && read {
         return Err(EdgeError::BadRequest(
             "GET and HEAD requests must not carry a body".into(),
         ));
@@ -95,8 +107,17 @@ mod tests {
         for (n, v) in headers {
             h.append(n.parse::<header::HeaderName>().unwrap(), v.parse().unwrap());
         }
-        request(&method.parse().unwrap(), &uri.parse().unwrap(), &h, false)
+        request(&method.parse().unwrap(), &uri.parse().unwrap(), &h, NONE)
     }
+
+    const NONE: Methods = Methods {
+        writes: false,
+        pass: false,
+    };
+    const WRITES: Methods = Methods {
+        writes: true,
+        pass: false,
+    };
 
     /// Method, target, headers, expected status.
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
@@ -136,21 +157,26 @@ mod tests {
         let put: Method = "PUT".parse().unwrap();
         let uri: Uri = "/x".parse().unwrap();
         assert_eq!(
-            request(&put, &uri, &h, false)
-                .unwrap_err()
-                .status()
-                .as_u16(),
+            request(&put, &uri, &h, NONE).unwrap_err().status().as_u16(),
             405
         );
-        assert!(request(&put, &uri, &h, true).is_ok());
+        assert!(request(&put, &uri, &h, WRITES).is_ok());
         let post: Method = "POST".parse().unwrap();
         assert_eq!(
-            request(&post, &uri, &h, true)
+            request(&post, &uri, &h, WRITES)
                 .unwrap_err()
                 .status()
                 .as_u16(),
             405
         );
+        // A passing edge takes any method, with a body.
+        let pass = Methods {
+            writes: false,
+            pass: true,
+        };
+        assert!(request(&post, &uri, &h, pass).is_ok());
+        let purge: Method = "PURGE".parse().unwrap();
+        assert!(request(&purge, &uri, &h, pass).is_ok());
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub(crate) async fn admit(st: &EdgeState, ctx: &Ctx, body: Body) -> Result<Bytes
             )));
         }
     }
+    read_body(st, ctx, body).await
+}
+
+/// Reads a request body whole, bounded by the object size limit (413 beyond it).
+pub(crate) async fn read_body(st: &EdgeState, ctx: &Ctx, body: Body) -> Result<Bytes, EdgeError> {
     let limit = st.config.cache.max_object_size.bytes();
     let declared = ctx
         .headers

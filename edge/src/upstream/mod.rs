@@ -80,8 +80,15 @@ impl fmt::Debug for OriginReply {
 /// One fetch: what to ask the origin for.
 #[derive(Debug, Clone)]
 pub struct Fetch {
-    /// Path and query, as the cache key holds them.
+    /// `GET` for a cache fill; another method for a request passed through (never
+    /// retried: the first attempt may have taken effect).
+    pub method: String,
+    /// Path and query: as the cache key holds them for a fill, as received for a pass.
     pub target: String,
+    /// End-to-end request headers for the origin's upstream (see [`crate::headers::forwarded`]).
+    pub headers: Vec<(String, String)>,
+    /// The request body of a pass (empty for a fill).
+    pub body: Bytes,
     /// The stored copy's ETag: makes the fetch conditional.
     pub etag: Option<String>,
     /// Bodies of known length up to this come back [`OriginReply::Complete`]; longer or
@@ -425,7 +432,11 @@ impl OriginClient {
                 .attempt(|conn| async move { self.fetch_once(&conn, req).await })
                 .await
             {
-                Err(e) if e.is_retryable() && attempt < self.settings.retries => {
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < self.settings.retries
+                        && (req.method == "GET" || req.method == "HEAD") =>
+                {
                     let cap = 50u64 << attempt.min(6);
                     tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
                     attempt += 1;
@@ -458,10 +469,14 @@ impl OriginClient {
             request_id,
             key: req.target.clone(),
             if_none_match: req.etag.clone(),
+            method: req.method.clone(),
+            headers: req.headers.clone(),
+            body_length: req.body.len() as u64,
         });
         write_frame(&mut send, &self.codec, &msg)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
+        self.send_body(&mut send, request_id, &req.body).await?;
         send.finish().map_err(|e| unavailable(e.to_string()))?;
         let boxed: Box<dyn AsyncRead + Send + Unpin> = Box::new(recv);
         let mut reader = FrameReader::new(boxed, self.codec);
@@ -475,6 +490,14 @@ impl OriginClient {
             Ok(Some(Message::Error(e))) => {
                 return Err(match e.code {
                     ErrorCode::Unavailable => unavailable(e.message),
+                    ErrorCode::UpstreamFailed => EdgeError::UpstreamFailed {
+                        status: 502,
+                        message: e.message,
+                    },
+                    ErrorCode::UpstreamTimeout => EdgeError::UpstreamFailed {
+                        status: 504,
+                        message: e.message,
+                    },
                     _ => EdgeError::OriginProtocol(format!("{:?}: {}", e.code, e.message)),
                 });
             }
@@ -555,20 +578,7 @@ impl OriginClient {
         write_frame(&mut send, &self.codec, &head)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let mut offset = 0;
-        while offset < req.body.len() {
-            let end = (offset + MAX_CHUNK).min(req.body.len());
-            let chunk = Message::BodyChunk(BodyChunk {
-                request_id,
-                offset: offset as u64,
-                data: req.body.slice(offset..end),
-                last: end == req.body.len(),
-            });
-            write_frame(&mut send, &self.codec, &chunk)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            offset = end;
-        }
+        self.send_body(&mut send, request_id, &req.body).await?;
         send.finish().map_err(|e| unavailable(e.to_string()))?;
         match FrameReader::new(recv, self.codec).next().await {
             Ok(Some(Message::Written(w))) if w.request_id == request_id => Ok(w),
@@ -585,6 +595,30 @@ impl OriginClient {
             )),
             Err(e) => Err(unavailable(e.to_string())),
         }
+    }
+
+    /// A request body after its head, in chunks of at most [`MAX_CHUNK`].
+    async fn send_body(
+        &self,
+        send: &mut quinn::SendStream,
+        request_id: u64,
+        body: &Bytes,
+    ) -> Result<(), EdgeError> {
+        let mut offset = 0;
+        while offset < body.len() {
+            let end = (offset + MAX_CHUNK).min(body.len());
+            let chunk = Message::BodyChunk(BodyChunk {
+                request_id,
+                offset: offset as u64,
+                data: body.slice(offset..end),
+                last: end == body.len(),
+            });
+            write_frame(send, &self.codec, &chunk)
+                .await
+                .map_err(|e| EdgeError::OriginUnavailable(e.to_string()))?;
+            offset = end;
+        }
+        Ok(())
     }
 
     /// Closes the connection and the endpoint.

@@ -57,6 +57,23 @@ enum Command {
     Origin(OriginFlags),
     /// Run an edge.
     Edge(EdgeFlags),
+    /// Put Shoal in front of an HTTP server in one command: an origin that pulls through
+    /// to UPSTREAM and one edge that passes every method through, on this machine. For a
+    /// tier across machines and regions, run `shoal origin --upstream` and `shoal edge
+    /// --pass-through` instead.
+    Front {
+        /// The HTTP server to front, `http://host:port`.
+        upstream: String,
+        /// Where clients connect.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The edge's admin listener (`/metrics`, `/healthz`, `/readyz`).
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        admin_listen: SocketAddr,
+        /// Cache capacity.
+        #[arg(long, default_value = "256MiB")]
+        capacity: shoal_cache_core::size::ByteSize,
+    },
     /// GET URLs through a region's edges and print status, Cache-Status and timings.
     Get {
         /// Region edges, `id=addr` (repeatable); default: the edge config's node and peers,
@@ -496,6 +513,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             shutdown_signal().await;
             edge.shutdown().await;
+            Ok(())
+        }
+        Command::Front {
+            upstream,
+            listen,
+            admin_listen,
+            capacity,
+        } => {
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut oc = OriginConfig {
+                quic_listen: loopback,
+                admin_listen: loopback,
+                ..OriginConfig::default()
+            };
+            oc.upstream = Some(shoal_origin::UpstreamConfig {
+                url: upstream.clone(),
+                ..Default::default()
+            });
+            oc.validate()?;
+            let origin = shoal_origin::Origin::start(oc, None).await?;
+            let mut ec = EdgeConfig {
+                listen,
+                admin_listen,
+                pass_through: true,
+                ..EdgeConfig::default()
+            };
+            ec.origin.addr = origin.quic_addr.into();
+            ec.origin.fingerprint = Some(origin.fingerprint.clone());
+            ec.cache.capacity = capacity;
+            let edge = shoal_edge::Edge::start(ec).await?;
+            println!(
+                "shoal in front of {upstream}: http://{} (admin {}, origin quic {})",
+                edge.http_addr, edge.admin_addr, origin.quic_addr
+            );
+            shutdown_signal().await;
+            edge.shutdown().await;
+            origin.shutdown().await;
             Ok(())
         }
         Command::Probe { url, timeout_ms } => {

@@ -1,6 +1,7 @@
 //! End-to-end scenarios against real servers on loopback ports.
 
 mod bad_input;
+mod conformance;
 mod consistency;
 mod discovery;
 mod hitrate;
@@ -10,4 +11,5 @@ mod limits;
 mod loadgen;
 mod operations;
 mod request_path;
+mod upstream;
 mod video;

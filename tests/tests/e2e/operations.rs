@@ -410,7 +410,10 @@ async fn stalled_readers_do_not_make_the_origin_hold_whole_files() {
             .maintain(cancel.clone(), Duration::from_millis(100)),
     );
     let fetch = Fetch {
+        method: "GET".into(),
         target: "/big.ts".into(),
+        headers: Vec::new(),
+        body: bytes::Bytes::new(),
         etag: None,
         collect_up_to: 0, // every body streams: held unread, it stalls its origin stream
     };
