@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the extra hop of pull-through costs on the miss path: every request a new key
 # (a unique query on one 10 KiB object), through one edge to
-#   A. an origin that holds the object (edge → origin over QUIC), and
+#   A. an origin that holds the object in memory (edge → origin over QUIC), and
 #   B. an origin that pulls it from an HTTP server (edge → origin → nginx, HTTP/1.1).
 # Same run, same pinning: wrk on CPU 0; edge, origin and nginx on CPU 1 (one tokio worker
 # each, one nginx worker). Medians of RUNS runs of SECONDS each.
@@ -48,14 +48,13 @@ LUA
 
 start() { # name, origin args...
   local name="$1"; shift
-  RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 1 "$SHOAL" origin --quic-listen 127.0.0.1:14533 \
+  SHOAL_ADMIN_TOKEN=hop RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 1 "$SHOAL" origin --quic-listen 127.0.0.1:14533 \
     --admin-listen 127.0.0.1:19190 --cert-out "$W/$name.pem" "$@" >"$W/logs/$name-origin.log" 2>&1 &
   for _ in $(seq 50); do [ -s "$W/$name.pem" ] && break; sleep 0.1; done
   RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 1 "$SHOAL" edge --listen 127.0.0.1:18180 \
     --admin-listen 127.0.0.1:19191 --node-id hop-1 --origin 127.0.0.1:14533 \
     --origin-cert "$W/$name.pem" --capacity 256MiB >"$W/logs/$name-edge.log" 2>&1 &
   for _ in $(seq 100); do curl -sf http://127.0.0.1:19191/readyz >/dev/null && break; sleep 0.1; done
-  curl -sf -o /dev/null http://127.0.0.1:18180/obj.bin?warm=1
 }
 stop() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
 
@@ -69,7 +68,13 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A rps p50 p99
 for setup in held upstream; do
-  if [ "$setup" = held ]; then start held --content-dir "$W/content"; else start upstream --upstream http://127.0.0.1:18182; fi
+  if [ "$setup" = held ]; then
+    start held
+    curl -sf -X PUT -H 'Authorization: Bearer hop' --data-binary @"$W/content/obj.bin" http://127.0.0.1:19190/objects/obj.bin >/dev/null
+  else
+    start upstream --upstream http://127.0.0.1:18182
+  fi
+  curl -sf -o /dev/null "http://127.0.0.1:18180/obj.bin?warm=1" || { echo "$setup: the edge does not serve /obj.bin" >&2; exit 1; }
   echo "$setup: $(curl -sI http://127.0.0.1:18180/obj.bin?check=1 | grep -i '^cache-status' | tr -d '\r')"
   r=(); a=(); b=()
   for _ in $(seq "$RUNS"); do read -r x y z < <(run); r+=("$x"); a+=("$y"); b+=("$z"); done

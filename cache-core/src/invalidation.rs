@@ -331,6 +331,45 @@ impl Purge {
     }
 }
 
+/// The paths a successful unsafe request (POST, PUT, DELETE, …) to `path` on `host` may
+/// have changed, so caches must drop (RFC 9111 §4.4): the target's, and those of its
+/// response's same-host `Location` and `Content-Location`.
+pub fn changed_by_unsafe(path: &str, host: &str, response: &[(String, String)]) -> Vec<String> {
+    let mut paths = vec![path.to_string()];
+    for name in ["location", "content-location"] {
+        if let Some(p) = crate::freshness::header_values(response, name)
+            .next()
+            .and_then(|v| same_host_path(v, host))
+        {
+            paths.push(p);
+        }
+    }
+    paths
+}
+
+/// The path a `Location`-style URI names on `host`: a relative reference's, or an absolute
+/// URI's when its authority is `host` (another host's URIs must not be invalidated by this
+/// one's responses, RFC 9111 §4.4).
+pub fn same_host_path(uri: &str, host: &str) -> Option<String> {
+    let uri = uri.trim();
+    let rest = if let Some(r) = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+    {
+        let (authority, path) = r.split_at(r.find('/').unwrap_or(r.len()));
+        if !authority.eq_ignore_ascii_case(host) {
+            return None;
+        }
+        if path.is_empty() { "/" } else { path }
+    } else if uri.starts_with('/') && !uri.starts_with("//") {
+        uri
+    } else {
+        return None;
+    };
+    let path = rest.split(['?', '#']).next().unwrap_or("/");
+    canonical_path(path).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
@@ -486,5 +525,27 @@ mod tests {
             ("surrogate-key".to_string(), "d".to_string()),
         ];
         assert_eq!(surrogate_keys(&h), vec!["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn only_same_host_locations_are_changed_by_unsafe_requests() {
+        let host = "a.test";
+        assert_eq!(same_host_path("/x/y?q=1", host).as_deref(), Some("/x/y"));
+        assert_eq!(
+            same_host_path("http://A.test/z#f", host).as_deref(),
+            Some("/z")
+        );
+        assert_eq!(same_host_path("http://a.test", host).as_deref(), Some("/"));
+        assert_eq!(same_host_path("http://b.test/z", host), None);
+        assert_eq!(same_host_path("//b.test/z", host), None);
+        assert_eq!(same_host_path("z", host), None);
+        let resp = vec![
+            ("location".to_string(), "/new".to_string()),
+            (
+                "content-location".to_string(),
+                "http://b.test/other".to_string(),
+            ),
+        ];
+        assert_eq!(changed_by_unsafe("/p", host, &resp), ["/p", "/new"]);
     }
 }

@@ -40,6 +40,8 @@ pub struct DemoConfig {
     pub report_dir: std::path::PathBuf,
     /// Cluster shape.
     pub cluster: ClusterSpec,
+    /// End with Shoal in front of a plain HTTP server ([`crate::front`]).
+    pub front: bool,
 }
 
 /// The demo's spike: Zipf requests over `objects` stored objects under `/spike/`, at `rate`
@@ -90,6 +92,7 @@ impl Default for DemoConfig {
             spike: Some(SpikeConfig::default()),
             report_dir: std::path::PathBuf::from("target/shoal-demo"),
             cluster: ClusterSpec::default(),
+            front: true,
         }
     }
 }
@@ -140,6 +143,8 @@ pub struct DemoReport {
     pub video: Vec<VideoReport>,
     /// The spike, per region.
     pub spike: Vec<SpikeReport>,
+    /// Shoal in front of a plain HTTP server, if run.
+    pub front: Option<crate::front::FrontReport>,
 }
 
 /// One region's viewers.
@@ -471,6 +476,11 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         None => Vec::new(),
     };
     cluster.shutdown().await;
+    let front = if config.front {
+        Some(crate::front::run().await?)
+    } else {
+        None
+    };
     Ok(DemoReport {
         objects: paths.len(),
         object_bytes,
@@ -479,6 +489,7 @@ pub async fn run(config: DemoConfig) -> Result<DemoReport, LoadgenError> {
         purge: purge?,
         video,
         spike,
+        front,
     })
 }
 
@@ -709,6 +720,9 @@ pub fn render(r: &DemoReport) -> String {
                 v.startup_p50_s
             );
         }
+    }
+    if let Some(f) = &r.front {
+        out.push_str(&crate::front::render(f));
     }
     out
 }

@@ -19,6 +19,7 @@ pub mod abr;
 pub mod audience;
 pub mod cap;
 pub mod demo;
+pub mod front;
 pub mod harness;
 pub mod load;
 pub mod overload;

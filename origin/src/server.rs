@@ -21,7 +21,8 @@ use shoal_cache_core::invalidation::Replay;
 use shoal_cache_core::io::{FrameReader, write_frame};
 use shoal_cache_core::wire::{
     Ack, BodyChunk, BodyLength, ErrorCode, ErrorMessage, FetchRequest, FrameCodec, Heartbeat,
-    Hello, Invalidation, MAX_CHUNK, Message, NotModified, ResponseHead, Subscribe, Subscribed,
+    Hello, Invalidation, InvalidationTarget, MAX_CHUNK, Message, NotModified, ResponseHead,
+    Subscribe, Subscribed,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -545,8 +546,13 @@ async fn respond(
         )
     {
         return match up.forward(send, codec, f, request_body).await? {
-            Ok(bytes) => {
-                state.metrics.fetch(FetchResult::Upstream, bytes);
+            Ok(answered) => {
+                state.metrics.fetch(FetchResult::Upstream, answered.bytes);
+                if !answered.changed.is_empty() {
+                    // The edge that passed it on has dropped its copies; every other
+                    // edge learns of the change here, as of any purge.
+                    state.invalidate(InvalidationTarget::Keys(answered.changed), false);
+                }
                 Ok(())
             }
             Err(failure) => {

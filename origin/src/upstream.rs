@@ -42,6 +42,16 @@ pub(crate) struct Upstream {
     idle: Duration,
 }
 
+/// What the upstream answered, once it has been sent on.
+#[derive(Debug)]
+pub(crate) struct Answered {
+    /// Body bytes sent on.
+    pub(crate) bytes: u64,
+    /// For a successful unsafe request: the paths it may have changed (RFC 9111 §4.4),
+    /// for the origin to invalidate at every edge.
+    pub(crate) changed: Vec<String>,
+}
+
 /// Why an upstream request failed, as the status an edge's client sees.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -90,7 +100,7 @@ impl Upstream {
         codec: &FrameCodec,
         f: &FetchRequest,
         body: Bytes,
-    ) -> Result<Result<u64, Failure>, OriginError> {
+    ) -> Result<Result<Answered, Failure>, OriginError> {
         let req = match self.request(f, body) {
             Ok(r) => r,
             Err(message) => {
@@ -134,6 +144,20 @@ impl Upstream {
             .collect();
         let headers = shoal_cache_core::hop::end_to_end(fields.iter().copied());
         let status = parts.status.as_u16();
+        let safe = matches!(f.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE");
+        let changed = if !safe && (200..400).contains(&status) {
+            let host = f
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+                .map_or(self.authority.as_str(), |(_, v)| v.as_str());
+            let path = f.key.split('?').next().unwrap_or("/");
+            shoal_cache_core::canonical_path(path)
+                .map(|p| shoal_cache_core::invalidation::changed_by_unsafe(&p, host, &headers))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let conditional = f.if_none_match.is_some()
             || f.headers
                 .iter()
@@ -151,7 +175,10 @@ impl Upstream {
                 headers,
             });
             write_frame(send, codec, &nm).await?;
-            return Ok(Ok(0));
+            return Ok(Ok(Answered {
+                bytes: 0,
+                changed: Vec::new(),
+            }));
         }
         // A body the message cannot have is empty whatever Content-Length says.
         let bodiless = f.method == "HEAD" || status == 204 || status == 304 || status < 200;
@@ -222,7 +249,10 @@ impl Upstream {
             )));
         }
         debug!(status, bytes = sent, "upstream answered {}", f.key);
-        Ok(Ok(sent))
+        Ok(Ok(Answered {
+            bytes: sent,
+            changed,
+        }))
     }
 
     /// The next piece of a response body; `None` at its end.

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use bytes::Bytes;
-use shoal_cache_core::invalidation::matcher;
+use shoal_cache_core::CacheStatus;
+use shoal_cache_core::invalidation::{changed_by_unsafe, matcher};
 use shoal_cache_core::store::Purge;
 use shoal_cache_core::wire::{BodyLength, InvalidationTarget, ResponseHead};
-use shoal_cache_core::{CacheStatus, canonical_path};
 
 use super::Ctx;
 use super::fill::origin_fetch;
@@ -80,40 +80,9 @@ pub(crate) async fn to_origin(
 
 /// Drops this edge's copies of what an unsafe request may have changed.
 async fn invalidate(st: &EdgeState, target: &Target, head: &ResponseHead) {
-    let mut paths = vec![target.path.clone()];
-    for name in ["location", "content-location"] {
-        if let Some(p) = shoal_cache_core::freshness::header_values(&head.headers, name)
-            .next()
-            .and_then(|v| same_host_path(v, &target.host))
-        {
-            paths.push(p);
-        }
-    }
+    let paths = changed_by_unsafe(&target.path, &target.host, &head.headers);
     st.invalidate(matcher(&InvalidationTarget::Keys(paths)), Purge::Remove)
         .await;
-}
-
-/// The path a `Location`-style URI names on `host`: a relative reference's, or an absolute
-/// URI's when its authority is `host` (another host's URIs must not be invalidated by this
-/// one's responses, RFC 9111 §4.4).
-fn same_host_path(uri: &str, host: &str) -> Option<String> {
-    let uri = uri.trim();
-    let rest = if let Some(r) = uri
-        .strip_prefix("http://")
-        .or_else(|| uri.strip_prefix("https://"))
-    {
-        let (authority, path) = r.split_at(r.find('/').unwrap_or(r.len()));
-        if !authority.eq_ignore_ascii_case(host) {
-            return None;
-        }
-        if path.is_empty() { "/" } else { path }
-    } else if uri.starts_with('/') && !uri.starts_with("//") {
-        uri
-    } else {
-        return None;
-    };
-    let path = rest.split(['?', '#']).next().unwrap_or("/");
-    canonical_path(path).ok()
 }
 
 fn response(head: ResponseHead, (body, len): (Body, Option<u64>)) -> Response<Body> {
@@ -129,23 +98,4 @@ fn response(head: ResponseHead, (body, len): (Body, Option<u64>)) -> Response<Bo
     *r.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     *r.headers_mut() = h;
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_same_host_locations_are_invalidated() {
-        let host = "a.test";
-        assert_eq!(same_host_path("/x/y?q=1", host).as_deref(), Some("/x/y"));
-        assert_eq!(
-            same_host_path("http://A.test/z#f", host).as_deref(),
-            Some("/z")
-        );
-        assert_eq!(same_host_path("http://a.test", host).as_deref(), Some("/"));
-        assert_eq!(same_host_path("http://b.test/z", host), None);
-        assert_eq!(same_host_path("//b.test/z", host), None);
-        assert_eq!(same_host_path("z", host), None);
-    }
 }

@@ -472,6 +472,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if failed > 0 {
                 bail!("{failed} viewers failed");
             }
+            if let Some(f) = report.front.as_ref().filter(|f| f.errors > 0) {
+                bail!("{} requests in front of the HTTP server failed", f.errors);
+            }
             let spike_errors: u64 = report
                 .spike
                 .iter()

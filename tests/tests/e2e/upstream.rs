@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use shoal_loadgen::harness::cluster::Cluster;
 use shoal_origin::UpstreamConfig;
-use shoal_tests::{raw_http, request, spec};
+use shoal_tests::{eventually, raw_http, request, spec};
 
 /// One request the upstream saw.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
         .with_state(log.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut s = spec(1, 1, false);
+    let mut s = spec(2, 1, false);
     s.origin.upstream = Some(UpstreamConfig {
         url: format!("http://{up}"),
         ..UpstreamConfig::default()
@@ -116,6 +116,7 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
     s.edge.pass_through = true;
     let c = Cluster::start(s).await.expect("cluster");
     let edge = c.regions[0].addrs[0];
+    let other_region = c.regions[1].addrs[0];
 
     // A GET: every end-to-end header both ways, the hop-by-hop ones and a client's
     // X-Forwarded-For not; then served from cache.
@@ -145,6 +146,11 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
     let hit = raw_http(edge, &get).await;
     assert_eq!(hit.header("cache-status"), Some("shoal; hit"));
     assert_eq!(seen(&log, "GET", "/page").len(), 1);
+    // The other region holds its own copy.
+    raw_http(other_region, &get).await;
+    let there = raw_http(other_region, &get).await;
+    assert_eq!(there.header("cache-status"), Some("shoal; hit"));
+    assert_eq!(seen(&log, "GET", "/page").len(), 2);
 
     // An error status with explicit freshness is passed on and cached.
     for _ in 0..2 {
@@ -169,9 +175,19 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
     );
     assert_eq!(
         seen(&log, "GET", "/page").len(),
-        2,
+        3,
         "POST did not invalidate"
     );
+    // The origin's invalidation reaches the other region too.
+    eventually(
+        Duration::from_secs(5),
+        "the other region drops its copy",
+        || async {
+            let r = raw_http(other_region, &get).await;
+            r.header("cache-status") != Some("shoal; hit")
+        },
+    )
+    .await;
 
     // Vary: one variant per language (normalised), each a hit the second time.
     for lang in ["en, de", "fr", "De, en", "fr"] {

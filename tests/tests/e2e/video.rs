@@ -371,6 +371,13 @@ async fn the_demo_viewers_play_every_segment_with_one_origin_fetch_per_object_pe
         assert!(v.origin_fetches < v.segments, "{v:?}");
     }
     assert_eq!(report.purge.incomplete, 0);
+    // In front of a plain HTTP server: 50 pages fetched, POSTed to (which invalidates
+    // them), fetched again; a page in two languages.
+    let f = report.front.expect("the front part ran");
+    assert_eq!(f.errors, 0, "{f:?}");
+    assert_eq!((f.page_gets, f.page_hits), (150, 50), "{f:?}");
+    assert_eq!((f.server_page_gets, f.server_posts), (100, 50), "{f:?}");
+    assert_eq!((f.vary_gets, f.server_vary_gets), (6, 2), "{f:?}");
 }
 
 /// Real media: `deploy/media/make-ladder.sh` encodes a 4 s ladder with Debian's ffmpeg
