@@ -653,10 +653,10 @@ pub fn storable(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pub(crate) fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -895,12 +895,6 @@ mod tests {
 
     #[test]
     fn cdn_cache_control_replaces_cache_control_when_it_is_a_valid_dictionary() {
-        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect()
-        };
         let cc = CacheControl::from_headers(&h(&[
             ("cache-control", "no-store"),
             ("cdn-cache-control", "foobar, max-age=3600"),

@@ -118,13 +118,7 @@ fn accepted(values: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::freshness::tests::h;
 
     fn key(fields: &[&str], req: &[(&str, &str)]) -> String {
         let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
