@@ -87,6 +87,10 @@ pub struct CacheSection {
     /// without revalidation, as RFC 9111 §4.2 expects of a cache in front of any server;
     /// Shoal's own origin always sends `Cache-Control`).
     pub default_ttl: HumanDuration,
+    /// Heuristic freshness (RFC 9111 §4.2.2) for a response with `Last-Modified` and no
+    /// explicit lifetime: this percentage of the time since it was last modified, at most
+    /// a day (`0`: off, the default; 10 is the RFC's example).
+    pub heuristic_percent: u32,
     /// Stale-if-error window where the origin gives none (`0`).
     pub stale_if_error: HumanDuration,
     /// Stale-while-revalidate window where the origin gives none (`0`).
@@ -110,6 +114,7 @@ impl Default for CacheSection {
             default_ttl: HumanDuration::secs(0),
             stale_if_error: HumanDuration::default(),
             stale_while_revalidate: HumanDuration::default(),
+            heuristic_percent: 0,
             negative_ttl: BTreeMap::new(),
             ignored_query_params: vec!["utm_*".into()],
         }
@@ -586,6 +591,12 @@ impl EdgeConfig {
         if self.node_id.is_empty() {
             return bad("node_id must not be empty".into());
         }
+        if self.cache.heuristic_percent > 100 {
+            return bad(format!(
+                "cache.heuristic_percent must be 0 to 100, not {}",
+                self.cache.heuristic_percent
+            ));
+        }
         if self.prefetch.enabled && self.prefetch.max_concurrent == 0 {
             return bad(
                 "prefetch.max_concurrent must be at least 1 when prefetch is enabled".into(),
@@ -678,6 +689,8 @@ impl EdgeConfig {
         let ttl = self.cache.default_ttl.get();
         FreshnessPolicy {
             default_ttl: (!ttl.is_zero()).then_some(ttl),
+            heuristic_fraction: (self.cache.heuristic_percent > 0)
+                .then(|| f64::from(self.cache.heuristic_percent) / 100.0),
             default_stale_if_error: self.cache.stale_if_error.get(),
             default_stale_while_revalidate: self.cache.stale_while_revalidate.get(),
             ..FreshnessPolicy::default()
@@ -740,10 +753,17 @@ mod tests {
             capacity = "1GiB"
             policy = "lru"
             negative_ttl = { 404 = "5s" }
+            heuristic_percent = 10
             "#,
         )
         .unwrap();
         c.validate().unwrap();
+        assert_eq!(c.freshness().heuristic_fraction, Some(0.1));
+        assert_eq!(EdgeConfig::default().freshness().heuristic_fraction, None);
+        let mut over = c.clone();
+        over.cache.heuristic_percent = 101;
+        let e = over.validate().unwrap_err();
+        assert!(e.to_string().contains("heuristic_percent"), "{e}");
         assert_eq!(c.cache.capacity.bytes(), 1 << 30);
         assert_eq!(c.cache.policy, Policy::Lru);
         assert_eq!(c.negative_ttl(404), Some(Duration::from_secs(5)));

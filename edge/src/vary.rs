@@ -7,7 +7,7 @@
 //! values (`User-Agent`, `Cookie`) cannot fill the cache with copies of one URL.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 /// Primary keys remembered.
 pub(crate) const MAX_URLS: usize = 100_000;
@@ -23,12 +23,16 @@ struct Entry {
 
 /// Primary key → the fields its responses vary on.
 #[derive(Debug, Default)]
-pub(crate) struct VaryIndex(Mutex<HashMap<Arc<str>, Entry>>);
+pub(crate) struct VaryIndex(RwLock<HashMap<Arc<str>, Entry>>);
 
 impl VaryIndex {
     /// The fields `primary`'s responses vary on, if they do.
     pub(crate) fn fields(&self, primary: &str) -> Option<Arc<[String]>> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Every cacheable read asks: a read lock, so they never wait on each other.
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return None;
+        }
         map.get(primary).map(|e| e.fields.clone())
     }
 
@@ -41,7 +45,7 @@ impl VaryIndex {
             secondary.hash(&mut h);
             h.finish()
         };
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_URLS && !map.contains_key(primary) {
             map.clear();
         }

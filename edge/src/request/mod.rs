@@ -252,10 +252,14 @@ async fn run(
         }
         None => key,
     };
-    let ask = Arc::new(fill::Ask {
-        headers: crate::headers::forwarded(&ctx.headers, ctx.client, from_peer, true),
-        variant,
-    });
+    // Built only for a fill: a hit never pays for copying the request's headers.
+    let headers = &ctx.headers;
+    let ask = || {
+        Arc::new(fill::Ask {
+            headers: crate::headers::forwarded(headers, ctx.client, from_peer, true),
+            variant: variant.clone(),
+        })
+    };
     // `direct` paths are never cached: every read goes to the origin.
     let lookup = if mode.caches() {
         st.store.lookup(key.as_str(), ctx.now).await
@@ -279,7 +283,7 @@ async fn run(
     let served = match lookup::plan(lookup, min_version, unleased) {
         lookup::Plan::Serve(obj) => Ok(fill::Served::Object(obj, CacheStatus::Hit)),
         lookup::Plan::ServeAndRefresh(obj) => {
-            let (st2, key2, stale, ask2) = (st.clone(), key.clone(), obj.clone(), ask.clone());
+            let (st2, key2, stale, ask2) = (st.clone(), key.clone(), obj.clone(), ask());
             tokio::spawn(async move {
                 if let Err(e) = fill::fill(&st2, &key2, target.authorized, Some(stale), ask2).await
                 {
@@ -291,14 +295,14 @@ async fn run(
         lookup::Plan::Revalidate {
             stale,
             serve_if_error,
-        } => match fill::fill(st, &key, target.authorized, Some(stale.clone()), ask).await {
+        } => match fill::fill(st, &key, target.authorized, Some(stale.clone()), ask()).await {
             Err(e) if serve_if_error && e.may_serve_stale() => {
                 tracing::warn!("origin failed, serving stale {key}: {e}");
                 Ok(fill::Served::Object(stale, CacheStatus::StaleHit))
             }
             r => r,
         },
-        lookup::Plan::Fill => fill::fill(st, &key, target.authorized, None, ask).await,
+        lookup::Plan::Fill => fill::fill(st, &key, target.authorized, None, ask()).await,
     };
     let served = served.map_err(|e| {
         if unleased && e.is_origin_failure() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use shoal_loadgen::harness::cluster::Cluster;
 use shoal_origin::UpstreamConfig;
@@ -17,6 +17,7 @@ use shoal_tests::{eventually, raw_http, request, spec};
 /// One request the upstream saw.
 #[derive(Debug, Clone)]
 struct Seen {
+    version: Version,
     method: String,
     target: String,
     headers: HeaderMap,
@@ -27,6 +28,7 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 
 async fn upstream(
     State(log): State<Log>,
+    version: Version,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -38,8 +40,12 @@ async fn upstream(
         .unwrap_or("none")
         .to_string();
     log.lock().unwrap().push(Seen {
+        version,
         method: method.to_string(),
-        target: uri.to_string(),
+        // HTTP/2 requests carry an absolute URI: compare origin-form targets.
+        target: uri
+            .path_and_query()
+            .map_or_else(|| uri.to_string(), |p| p.to_string()),
         headers,
         body: body.clone(),
     });
@@ -96,8 +102,8 @@ fn seen(log: &Log, method: &str, path: &str) -> Vec<Seen> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edge_fronts_a_plain_http_server_end_to_end() {
+/// Starts the recording upstream; its address and log.
+async fn start_upstream() -> (std::net::SocketAddr, Log) {
     let log: Log = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -107,6 +113,12 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
         .fallback(upstream)
         .with_state(log.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (up, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_fronts_a_plain_http_server_end_to_end() {
+    let (up, log) = start_upstream().await;
 
     let mut s = spec(2, 1, false);
     s.origin.upstream = Some(UpstreamConfig {
@@ -137,6 +149,7 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
     assert_eq!(r.header("x-hop"), None, "hop-by-hop header passed on");
     let asked = seen(&log, "GET", "/page");
     assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].version, Version::HTTP_11);
     assert_eq!(asked[0].target, "/page?x=1");
     let h = &asked[0].headers;
     assert_eq!(h["x-client"], "me");
@@ -206,6 +219,25 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
     }
     assert_eq!(seen(&log, "GET", "/chunked").len(), 1);
 
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upstream_is_reached_over_http2() {
+    let (up, log) = start_upstream().await;
+    let mut s = spec(1, 1, false);
+    s.origin.upstream = Some(UpstreamConfig {
+        url: format!("http://{up}"),
+        http2: true,
+        ..UpstreamConfig::default()
+    });
+    let c = Cluster::start(s).await.expect("cluster");
+    let r = raw_http(c.regions[0].addrs[0], &request("GET", "/page", &[])).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"page"[..]));
+    assert_eq!(r.header("x-upstream"), Some("kept"));
+    let asked = seen(&log, "GET", "/page");
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].version, Version::HTTP_2);
     c.shutdown().await;
 }
 
