@@ -9,9 +9,10 @@
 //! one place that holds the upstream's connections (pooled, HTTP/1.1 keep-alive or h2c) and
 //! its timeouts, so edges in every region stay on QUIC and never reach the upstream.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -193,16 +194,21 @@ impl Upstream {
         };
         // A body of unknown length (chunked) is read ahead up to `PREREAD`: most end
         // there, and then the edge learns their length and can store them.
-        let mut buf = BytesMut::new();
+        // Frames are kept as hyper handed them over and sent on as slices: no copy.
+        let mut early: VecDeque<Bytes> = VecDeque::new();
         let mut ended = bodiless;
         let mut length = length;
         if length == BodyLength::Streamed && !ended {
-            while buf.len() <= PREREAD {
+            let mut early_len = 0;
+            while early_len <= PREREAD {
                 match self.next_data(&mut incoming).await? {
-                    Some(d) => buf.extend_from_slice(&d),
+                    Some(d) => {
+                        early_len += d.len();
+                        early.push_back(d);
+                    }
                     None => {
                         ended = true;
-                        length = BodyLength::Known(buf.len() as u64);
+                        length = BodyLength::Known(early_len as u64);
                         break;
                     }
                 }
@@ -220,24 +226,22 @@ impl Upstream {
         // One chunk is held back until the next arrives, so the last one can say so.
         let mut held: Option<Bytes> = None;
         loop {
-            while buf.len() >= MAX_CHUNK {
-                let piece = buf.split_to(MAX_CHUNK).freeze();
-                if let Some(prev) = held.replace(piece) {
+            let data = match early.pop_front() {
+                Some(d) => d,
+                None if ended => break,
+                None => match self.next_data(&mut incoming).await? {
+                    Some(d) => d,
+                    None => break,
+                },
+            };
+            let mut at = 0;
+            while at < data.len() {
+                let end = (at + MAX_CHUNK).min(data.len());
+                if let Some(prev) = held.replace(data.slice(at..end)) {
                     sent = chunk(send, codec, f.request_id, sent, prev, false).await?;
                 }
+                at = end;
             }
-            if ended {
-                break;
-            }
-            match self.next_data(&mut incoming).await? {
-                Some(d) => buf.extend_from_slice(&d),
-                None => ended = true,
-            }
-        }
-        if !buf.is_empty()
-            && let Some(prev) = held.replace(buf.freeze())
-        {
-            sent = chunk(send, codec, f.request_id, sent, prev, false).await?;
         }
         let last = held.unwrap_or_default();
         sent = chunk(send, codec, f.request_id, sent, last, true).await?;

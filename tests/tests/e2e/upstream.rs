@@ -83,6 +83,17 @@ async fn upstream(
             )
                 .into_response()
         }
+        // Longer than the origin reads ahead: its length stays unknown on the way.
+        ("GET", "/big-chunked") => {
+            let parts = futures_util::stream::iter(
+                (0..3u8).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![b'a' + i; 700_000]))),
+            );
+            (
+                [("cache-control", "max-age=60")],
+                axum::body::Body::from_stream(parts),
+            )
+                .into_response()
+        }
         ("POST", "/page") => (
             StatusCode::CREATED,
             [("location", "/created/1")],
@@ -90,6 +101,26 @@ async fn upstream(
         )
             .into_response(),
         _ => (StatusCode::NOT_FOUND, "no such thing").into_response(),
+    }
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = std::str::from_utf8(&raw[..line_end]).expect("ascii size");
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
     }
 }
 
@@ -218,6 +249,18 @@ async fn an_edge_fronts_a_plain_http_server_end_to_end() {
         assert_eq!(r.body, b"abc");
     }
     assert_eq!(seen(&log, "GET", "/chunked").len(), 1);
+    // One longer than the origin's read-ahead streams through whole, in order.
+    let r = raw_http(edge, &request("GET", "/big-chunked", &[])).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let body = dechunk(&r.body);
+    assert_eq!(body.len(), 2_100_000);
+    for (i, part) in body.chunks(700_000).enumerate() {
+        assert!(
+            part.iter().all(|&b| b == b'a' + i as u8),
+            "part {i} corrupted"
+        );
+    }
 
     c.shutdown().await;
 }
