@@ -640,21 +640,33 @@ async fn send_whole(
     let mut offset = 0u64;
     loop {
         let data = chunks.next(offset).await?;
-        let end = offset + data.len() as u64;
-        let last = end >= body.len();
-        let chunk = Message::BodyChunk(BodyChunk {
-            request_id,
-            offset,
-            data,
-            last,
-        });
+        let last = offset + data.len() as u64 >= body.len();
         // Waits for QUIC flow control: a stalled reader stops the reads here.
-        write_frame(send, codec, &chunk).await?;
-        offset = end;
+        offset = send_chunk(send, codec, request_id, offset, data, last).await?;
         if last {
             return Ok(());
         }
     }
+}
+
+/// One body chunk at `offset`; returns the offset after it.
+pub(crate) async fn send_chunk(
+    send: &mut quinn::SendStream,
+    codec: &FrameCodec,
+    request_id: u64,
+    offset: u64,
+    data: Bytes,
+    last: bool,
+) -> Result<u64, OriginError> {
+    let end = offset + data.len() as u64;
+    let msg = Message::BodyChunk(BodyChunk {
+        request_id,
+        offset,
+        data,
+        last,
+    });
+    write_frame(send, codec, &msg).await?;
+    Ok(end)
 }
 
 /// A body, one chunk of at most [`MAX_CHUNK`] bytes at a time.

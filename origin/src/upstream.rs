@@ -19,11 +19,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use shoal_cache_core::io::write_frame;
 use shoal_cache_core::wire::{
-    BodyChunk, BodyLength, FetchRequest, FrameCodec, MAX_CHUNK, Message, NotModified, ResponseHead,
+    BodyLength, FetchRequest, FrameCodec, MAX_CHUNK, Message, NotModified, ResponseHead,
 };
 use tracing::debug;
 
 use crate::config::UpstreamConfig;
+use crate::server::send_chunk;
 
 /// Bytes of a body of unknown length read before its head is sent on (see `forward`).
 const PREREAD: usize = 1 << 20;
@@ -238,13 +239,13 @@ impl Upstream {
             while at < data.len() {
                 let end = (at + MAX_CHUNK).min(data.len());
                 if let Some(prev) = held.replace(data.slice(at..end)) {
-                    sent = chunk(send, codec, f.request_id, sent, prev, false).await?;
+                    sent = send_chunk(send, codec, f.request_id, sent, prev, false).await?;
                 }
                 at = end;
             }
         }
         let last = held.unwrap_or_default();
-        sent = chunk(send, codec, f.request_id, sent, last, true).await?;
+        sent = send_chunk(send, codec, f.request_id, sent, last, true).await?;
         if let BodyLength::Known(n) = length
             && n != sent
         {
@@ -321,23 +322,4 @@ impl Upstream {
         b.body(Full::new(body))
             .map_err(|e| format!("request for {:?}: {e}", f.key))
     }
-}
-
-async fn chunk(
-    send: &mut quinn::SendStream,
-    codec: &FrameCodec,
-    request_id: u64,
-    offset: u64,
-    data: Bytes,
-    last: bool,
-) -> Result<u64, OriginError> {
-    let end = offset + data.len() as u64;
-    let msg = Message::BodyChunk(BodyChunk {
-        request_id,
-        offset,
-        data,
-        last,
-    });
-    write_frame(send, codec, &msg).await?;
-    Ok(end)
 }
