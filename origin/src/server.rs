@@ -559,14 +559,9 @@ async fn respond(
                 warn!("{} {}: {}", f.method, f.key, failure.message);
                 state.metrics.fetch(FetchResult::UpstreamError, 0);
                 // As an error, not a response: the edge may serve a stale copy instead.
-                let code = match failure.status {
-                    504 => ErrorCode::UpstreamTimeout,
-                    502 => ErrorCode::UpstreamFailed,
-                    _ => ErrorCode::BadRequest,
-                };
                 let msg = Message::Error(ErrorMessage {
                     request_id: Some(f.request_id),
-                    code,
+                    code: failure.code,
                     message: failure.message,
                 });
                 write_frame(send, codec, &msg).await?;

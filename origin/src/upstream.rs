@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use shoal_cache_core::io::write_frame;
 use shoal_cache_core::wire::{
-    BodyLength, FetchRequest, FrameCodec, MAX_CHUNK, Message, NotModified, ResponseHead,
+    BodyLength, ErrorCode, FetchRequest, FrameCodec, MAX_CHUNK, Message, NotModified, ResponseHead,
 };
 use tracing::debug;
 
@@ -54,10 +54,11 @@ pub(crate) struct Answered {
     pub(crate) changed: Vec<String>,
 }
 
-/// Why an upstream request failed, as the status an edge's client sees.
+/// Why an upstream request failed, as the wire error the edge gets.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    pub(crate) status: u16,
+    /// `UpstreamFailed`, `UpstreamTimeout`, or `BadRequest` for a request it cannot carry.
+    pub(crate) code: ErrorCode,
     pub(crate) message: String,
 }
 
@@ -107,7 +108,7 @@ impl Upstream {
             Ok(r) => r,
             Err(message) => {
                 return Ok(Err(Failure {
-                    status: 400,
+                    code: ErrorCode::BadRequest,
                     message,
                 }));
             }
@@ -123,13 +124,13 @@ impl Upstream {
                     src = s.source();
                 }
                 return Ok(Err(Failure {
-                    status: 502,
+                    code: ErrorCode::UpstreamFailed,
                     message: format!("upstream {} failed: {why}", self.authority),
                 }));
             }
             Err(_) => {
                 return Ok(Err(Failure {
-                    status: 504,
+                    code: ErrorCode::UpstreamTimeout,
                     message: format!(
                         "upstream {} sent no response head within {:?}",
                         self.authority, self.timeout
