@@ -6,7 +6,9 @@
 # wrk is closed-loop: its figure is the most it can drive. `shoal loadgen` is open-loop:
 # it is run at rising constant rates, and its ceiling is the highest rate it sustains —
 # every request answered, none shed as `saturated`, and p99 from the intended send time
-# under 10 ms (a generator that falls behind its schedule shows it as latency).
+# under 10 ms (a generator that falls behind its schedule shows it as latency). Both keep
+# their connections open before measuring (wrk connects first; the generator's workers
+# connect before the first request is due).
 #
 # Usage: bash benches/loadgen-vs-wrk.sh [seconds per run, default 5]
 set -euo pipefail
@@ -35,10 +37,18 @@ http {
 NGINX
 nginx -c "$W/nginx.conf" -p "$W"
 sleep 0.3
-WRK=$(taskset -c 0 wrk -t1 -c64 -d"${DUR}s" http://127.0.0.1:18090/ | awk '/Requests\/sec/ {print $2}')
-echo "wrk (1 thread, 64 connections, closed loop): ${WRK} req/s"
+# Best of 3 for both: this VM stalls a core for tens of ms now and then, which a
+# closed-loop wrk absorbs as a slower second and an open-loop run shows as latency.
+WRK=0
+for _ in 1 2 3; do
+  r=$(taskset -c 0 wrk -t1 -c64 -d"${DUR}s" http://127.0.0.1:18090/ | awk '/Requests\/sec/ {print $2}')
+  WRK=$(awk -v a="$WRK" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
+done
+echo "wrk (1 thread, 64 connections, closed loop, best of 3): ${WRK} req/s"
+# Rates in steps of 10% of wrk's figure, so the ratio is read off directly.
 best=0
-for rate in 20000 40000 50000 60000 70000 80000 90000 100000 120000; do
+for pct in 50 60 70 80 90 100 110 120; do
+  rate=$(awk -v w="$WRK" -v p="$pct" 'BEGIN { printf "%d", w * p / 100 }')
   cat > "$W/plan.toml" <<PLAN
 timeout = "2s"
 [[phase]]
@@ -47,15 +57,19 @@ duration = "${DUR}s"
 rate = $rate
 keys = { kind = "fixed", path = "/" }
 PLAN
-  out=$(TOKIO_WORKER_THREADS=1 taskset -c 0 "$SHOAL" loadgen --edge n=127.0.0.1:18090 \
-    --scenario "$W/plan.toml" --out "$W/out" http://bench.test/ 2>/dev/null | grep '^| constant')
-  # | phase | s | sent | ok | errors | answered/s | p50 | p99 | ...
-  sent=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$4); print $4}')
-  ok=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$5); print $5}')
-  errors=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$6); print $6}')
-  p99=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$9); print $9}')
-  echo "shoal loadgen at ${rate}/s: sent ${sent}, ok ${ok}, errors ${errors}, p99 ${p99} ms"
-  if [ "$errors" = "0" ] && awk -v p="$p99" 'BEGIN { exit !(p < 10) }'; then best=$rate; else break; fi
+  held=no
+  for try in 1 2 3; do
+    out=$(TOKIO_WORKER_THREADS=1 taskset -c 0 "$SHOAL" loadgen --edge n=127.0.0.1:18090 \
+      --scenario "$W/plan.toml" --out "$W/out" http://bench.test/ 2>/dev/null | grep '^| constant')
+    # | phase | s | sent | ok | errors | answered/s | p50 | p99 | ...
+    sent=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$4); print $4}')
+    ok=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$5); print $5}')
+    errors=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$6); print $6}')
+    p99=$(echo "$out" | awk -F'|' '{gsub(/ /,"",$9); print $9}')
+    echo "shoal loadgen at ${rate}/s (${pct}% of wrk), try ${try}: sent ${sent}, ok ${ok}, errors ${errors}, p99 ${p99} ms"
+    if [ "$errors" = "0" ] && awk -v p="$p99" 'BEGIN { exit !(p < 10) }'; then held=yes; break; fi
+  done
+  if [ "$held" = yes ]; then best=$rate; else break; fi
 done
 echo "shoal loadgen ceiling (open loop, one core): ${best} req/s sustained"
 awk -v a="$best" -v b="$WRK" 'BEGIN { printf "ratio to wrk: %.2f×\n", a / b }'

@@ -725,7 +725,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 progress: true,
                 seed,
             };
-            let r = load::run::run(&plan, &target, &opts).await?;
+            // On the runtime's workers, not the main thread: with one worker the dispatcher
+            // and the connections then share a thread, and a request queued is not a
+            // wake-up of another thread (a context switch per request on one core).
+            let r = tokio::spawn(async move { load::run::run(&plan, &target, &opts).await })
+                .await
+                .context("the load run stopped")??;
             print!("{}", load::report::table(&r));
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let json = out.join("loadgen.json");

@@ -2,6 +2,7 @@
 //! key distributions, measured per second and per phase, reported as a table, JSON and a
 //! self-contained HTML page.
 
+mod h1;
 pub mod plan;
 pub mod report;
 pub mod run;

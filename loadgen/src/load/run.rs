@@ -18,6 +18,7 @@ use serde::Serialize;
 use shoal_client::RegionClient;
 use tokio::time::Instant;
 
+use super::h1::{H1, H1Error};
 use super::plan::{KeySource, Plan};
 use crate::LoadgenError;
 
@@ -301,20 +302,22 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
     })?;
     let timeout = plan.timeout.get();
     let per_conn = (plan.max_inflight / (addrs.len() * plan.connections).max(1)).max(1);
-    let mut queues: Vec<Vec<tokio::sync::mpsc::Sender<Job>>> = Vec::new();
+    let mut queues: Vec<tokio::sync::mpsc::Sender<Job>> = Vec::new();
     let mut workers = tokio::task::JoinSet::new();
     let links: Vec<Arc<Link>> = addrs.iter().map(|&a| Arc::new(Link::new(a))).collect();
     let failover = (plan.failover && links.len() > 1).then(|| {
         Arc::new(Failover {
             links: links.clone(),
             queues: std::sync::OnceLock::new(),
-            turn: std::sync::atomic::AtomicUsize::new(0),
         })
     });
     for (i, link) in links.iter().enumerate() {
-        let mut qs = Vec::new();
+        // One queue per edge, taken from by whichever of its connections is free: a
+        // connection held up by one slow answer delays that answer only, not the
+        // requests queued behind it (a queue per connection did; wrk2's model).
+        let (tx, rx) = tokio::sync::mpsc::channel(per_conn * plan.connections);
+        let rx: Queue = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..plan.connections {
-            let (tx, rx) = tokio::sync::mpsc::channel(per_conn);
             let (at, f, h, r) = (
                 (i, link.clone()),
                 failover.clone(),
@@ -322,20 +325,15 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
                 rec.clone(),
             );
             if plan.http2 {
-                workers.spawn(worker_h2(at, f, h, rx, r, timeout, per_conn));
+                workers.spawn(worker_h2(at, f, h, rx.clone(), r, timeout, per_conn));
             } else {
-                workers.spawn(worker(at, f, h, rx, r, timeout));
+                workers.spawn(worker(at, f, h, rx.clone(), r, timeout));
             }
-            qs.push(tx);
         }
-        queues.push(qs);
+        queues.push(tx);
     }
     if let Some(f) = &failover {
-        let weak = queues
-            .iter()
-            .map(|qs| qs.iter().map(|q| q.downgrade()).collect())
-            .collect();
-        let _ = f.queues.set(weak);
+        let _ = f.queues.set(queues.iter().map(|q| q.downgrade()).collect());
     }
     let routed = matches!(target, Target::Region(_));
     let mut sent = 0u64;
@@ -407,26 +405,14 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
                     .or(order.first().copied())
                     .unwrap_or(turn % addrs.len())
             };
-            let qs = &queues[edge];
-            let mut job = Job {
+            let job = Job {
                 path,
                 due,
                 second,
                 phase: pi,
                 failed_over: false,
             };
-            let mut queued = false;
-            for k in 0..qs.len() {
-                match qs[(turn + k) % qs.len()].try_send(job) {
-                    Ok(()) => {
-                        queued = true;
-                        break;
-                    }
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(j))
-                    | Err(tokio::sync::mpsc::error::TrySendError::Closed(j)) => job = j,
-                }
-            }
-            if !queued {
+            if queues[edge].try_send(job).is_err() {
                 let late = Instant::now().saturating_duration_since(due);
                 record(&rec, second, pi, late, &Outcome::Error("saturated"));
             }
@@ -541,17 +527,24 @@ struct Job {
 }
 
 /// Where a request goes when its edge refused it (`Plan::failover`): every edge's
-/// connection queues, held weakly so that the workers' copies do not keep the queues open
-/// once the dispatcher has sent everything.
+/// queue, held weakly so that the workers' copies do not keep the queues open once the
+/// dispatcher has sent everything.
 struct Failover {
     links: Vec<Arc<Link>>,
-    queues: std::sync::OnceLock<Vec<Vec<tokio::sync::mpsc::WeakSender<Job>>>>,
-    turn: std::sync::atomic::AtomicUsize,
+    queues: std::sync::OnceLock<Vec<tokio::sync::mpsc::WeakSender<Job>>>,
+}
+
+/// An edge's queue of requests, shared by its connections (a free one takes the next).
+type Queue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;
+
+/// The next request for a connection of this edge; `None` once the run has sent all.
+async fn next(q: &Queue) -> Option<Job> {
+    q.lock().await.recv().await
 }
 
 impl Failover {
     /// Queues `job` on the next edge after `from` that is not down; gives it back when
-    /// there is none or its queues are full.
+    /// there is none or its queue is full.
     fn send(&self, from: usize, mut job: Job) -> Result<(), Job> {
         let Some(queues) = self.queues.get() else {
             return Err(job);
@@ -559,22 +552,18 @@ impl Failover {
         job.failed_over = true;
         let now = Instant::now();
         let n = self.links.len();
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         for k in 1..n {
             let i = (from + k) % n;
             if self.links[i].is_down(now) {
                 continue;
             }
-            let qs = &queues[i];
-            for c in 0..qs.len() {
-                let Some(tx) = qs[(turn + c) % qs.len()].upgrade() else {
-                    continue;
-                };
-                match tx.try_send(job) {
-                    Ok(()) => return Ok(()),
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(j))
-                    | Err(tokio::sync::mpsc::error::TrySendError::Closed(j)) => job = j,
-                }
+            let Some(tx) = queues[i].upgrade() else {
+                continue;
+            };
+            match tx.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(j))
+                | Err(tokio::sync::mpsc::error::TrySendError::Closed(j)) => job = j,
             }
         }
         Err(job)
@@ -584,23 +573,6 @@ impl Failover {
 /// An outcome that served nothing: the request can go to another edge.
 fn refused(o: &Outcome) -> bool {
     matches!(o, Outcome::Error("connect"))
-}
-
-type Conn = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Result<Conn, String> {
-    let stream = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(send)
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
@@ -623,30 +595,16 @@ async fn connect_h2(addr: SocketAddr) -> Result<H2, String> {
     Ok(send)
 }
 
-/// The outcome of a request its connection closed under before any answer: it may be sent
-/// again on a new connection (RFC 9112 §9.3.1: a GET is idempotent).
-const UNANSWERED: &str = "unanswered";
-
-/// Sends one request and reads its body: its outcome, and whether the connection must go.
-async fn exchange<F, B>(send: F, path: &str, host: &http::HeaderValue) -> (Outcome, bool)
-where
-    F: FnOnce(http::Request<http_body_util::Empty<bytes::Bytes>>) -> B,
-    B: std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
-{
+/// Sends one request on an HTTP/2 connection and reads its body.
+async fn exchange(c: &mut H2, path: &str, host: &http::HeaderValue) -> Outcome {
     let Ok(req) = http::Request::get(path)
         .header(http::header::HOST, host.clone())
         .body(http_body_util::Empty::new())
     else {
-        return (Outcome::Error("4xx"), false);
+        return Outcome::Error("4xx");
     };
-    let resp = match send(req).await {
-        Ok(r) => r,
-        // No answer at all: the connection was closed under the request (a keep-alive
-        // connection the server was closing, as a draining edge does).
-        Err(e) if e.is_canceled() || e.is_incomplete_message() => {
-            return (Outcome::Error(UNANSWERED), true);
-        }
-        Err(_) => return (Outcome::Error("connect"), true),
+    let Ok(resp) = c.send_request(req).await else {
+        return Outcome::Error("connect");
     };
     let status = resp.status();
     let hit = resp
@@ -655,16 +613,9 @@ where
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("; hit"));
     if resp.into_body().collect().await.is_err() {
-        return (Outcome::Error("connect"), true);
+        return Outcome::Error("connect");
     }
-    let outcome = if status.is_server_error() {
-        Outcome::Error("5xx")
-    } else if status.is_client_error() {
-        Outcome::Error("4xx")
-    } else {
-        Outcome::Ok { hit }
-    };
-    (outcome, false)
+    classify(status.as_u16(), hit)
 }
 
 /// One HTTP/2 connection: its queue's requests as concurrent streams (at most `streams`
@@ -673,7 +624,7 @@ async fn worker_h2(
     (index, link): (usize, Arc<Link>),
     failover: Option<Arc<Failover>>,
     host: http::HeaderValue,
-    mut rx: tokio::sync::mpsc::Receiver<Job>,
+    rx: Queue,
     rec: Arc<Mutex<Recorder>>,
     timeout: Duration,
     streams: usize,
@@ -681,7 +632,7 @@ async fn worker_h2(
     let mut conn: Option<H2> = None;
     let limit = Arc::new(tokio::sync::Semaphore::new(streams));
     let mut tasks = tokio::task::JoinSet::new();
-    while let Some(job) = rx.recv().await {
+    while let Some(job) = next(&rx).await {
         while tasks.try_join_next().is_some() {}
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             conn = connect_h2(link.addr).await.ok();
@@ -717,13 +668,7 @@ async fn worker_h2(
                 if c.ready().await.is_err() {
                     return Outcome::Error("connect");
                 }
-                match exchange(|req| c.send_request(req), &job.path, &host)
-                    .await
-                    .0
-                {
-                    Outcome::Error(UNANSWERED) => Outcome::Error("connect"),
-                    o => o,
-                }
+                exchange(&mut c, &job.path, &host).await
             })
             .await
             .unwrap_or(Outcome::Error("timeout"));
@@ -748,53 +693,28 @@ async fn worker(
     (index, link): (usize, Arc<Link>),
     failover: Option<Arc<Failover>>,
     host: http::HeaderValue,
-    mut rx: tokio::sync::mpsc::Receiver<Job>,
+    rx: Queue,
     rec: Arc<Mutex<Recorder>>,
     timeout: Duration,
 ) {
-    let mut conn: Option<Conn> = None;
-    while let Some(job) = rx.recv().await {
-        let outcome = tokio::time::timeout(timeout, async {
-            if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                conn = connect(link.addr).await.ok();
-                if conn.is_none() {
-                    link.mark_down();
-                }
-            }
-            let Some(c) = conn.as_mut() else {
-                return Outcome::Error("connect");
-            };
-            if c.ready().await.is_err() {
-                conn = None;
-                return Outcome::Error("connect");
-            }
-            let (outcome, broken) = exchange(|req| c.send_request(req), &job.path, &host).await;
-            if broken {
-                conn = None;
-            }
-            // A reused connection the server closed under the request: once more on a new
-            // one, as HTTP clients do with idempotent requests.
-            let Outcome::Error(UNANSWERED) = outcome else {
-                return outcome;
-            };
-            let Ok(mut fresh) = connect(link.addr).await else {
-                link.mark_down();
-                return Outcome::Error("connect");
-            };
-            if fresh.ready().await.is_err() {
-                return Outcome::Error("connect");
-            }
-            let (outcome, broken) = exchange(|req| fresh.send_request(req), &job.path, &host).await;
-            if !broken {
-                conn = Some(fresh);
-            }
-            match outcome {
-                Outcome::Error(UNANSWERED) => Outcome::Error("connect"),
-                o => o,
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
+    // Connected before the first request is due (the run starts 50 ms after the workers),
+    // so set-up is not counted as the first requests' latency; a failure here is retried
+    // at the first request, which then counts it.
+    let mut conn: Option<H1> = H1::connect(link.addr, Duration::from_secs(1)).await.ok();
+    let host = host.as_bytes();
+    // One timer for the connection, pushed forward per request: moving a tokio timer
+    // later is an atomic store, where a `timeout` per request is a timer-wheel insert
+    // and removal under its lock.
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    while let Some(job) = next(&rx).await {
+        deadline.as_mut().reset(Instant::now() + timeout);
+        let answered = tokio::select! {
+            biased;
+            o = exchange_h1(&mut conn, &link, &job.path, host) => Some(o),
+            () = &mut deadline => None,
+        };
+        let outcome = answered.unwrap_or_else(|| {
             // The connection may still carry the late answer: start afresh.
             conn = None;
             Outcome::Error("timeout")
@@ -808,6 +728,54 @@ async fn worker(
         };
         let latency = Instant::now().saturating_duration_since(job.due);
         record(&rec, job.second, job.phase, latency, &outcome);
+    }
+}
+
+/// One request on the worker's connection (made if there is none). A reused connection
+/// the server closed under the request gets it once more on a new one, as HTTP clients
+/// do with idempotent requests.
+async fn exchange_h1(conn: &mut Option<H1>, link: &Link, path: &str, host: &[u8]) -> Outcome {
+    for attempt in 0..2 {
+        let reused = conn.is_some();
+        if conn.is_none() {
+            *conn = H1::connect(link.addr, Duration::from_secs(1)).await.ok();
+        }
+        let Some(c) = conn.as_mut() else {
+            link.mark_down();
+            return Outcome::Error("connect");
+        };
+        match c.get(path, host).await {
+            Ok(a) => {
+                if !a.reusable {
+                    *conn = None;
+                }
+                if a.status >= 500 {
+                    tracing::debug!(edge = %link.addr, status = a.status, "server error");
+                }
+                return classify(a.status, a.hit);
+            }
+            Err(H1Error::Unanswered) if reused && attempt == 0 => *conn = None,
+            Err(e) => {
+                *conn = None;
+                tracing::debug!(edge = %link.addr, "request failed: {e}");
+                return match e {
+                    H1Error::Malformed(_) => Outcome::Error("protocol"),
+                    _ => Outcome::Error("connect"),
+                };
+            }
+        }
+    }
+    Outcome::Error("connect")
+}
+
+/// An answer's outcome by its status.
+fn classify(status: u16, hit: bool) -> Outcome {
+    if status >= 500 {
+        Outcome::Error("5xx")
+    } else if status >= 400 {
+        Outcome::Error("4xx")
+    } else {
+        Outcome::Ok { hit }
     }
 }
 
