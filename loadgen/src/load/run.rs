@@ -55,7 +55,8 @@ pub struct Second {
     pub sent: u64,
     /// Answered with a 2xx or 3xx.
     pub ok: u64,
-    /// Failed, by kind (`5xx`, `4xx`, `timeout`, `connect`, `saturated`).
+    /// Failed, by kind (`5xx`, `4xx`, `timeout`, `connect`, `protocol` for an answer that
+    /// is not HTTP/1.1, `saturated`).
     pub errors: BTreeMap<String, u64>,
     /// Answered from an edge's cache (`Cache-Status: …; hit`).
     pub hits: u64,
@@ -287,10 +288,10 @@ pub async fn run(plan: &Plan, target: &Target, opts: &Options) -> Result<Results
         ))
     });
 
-    // wrk2's model: per edge, `connections` keep-alive HTTP/1.1 connections, each a task
-    // with a queue. A request is queued at its intended time on a connection of its
-    // owner (or of the next edge in turn); its latency counts from that time, so a queue
-    // that backs up shows as latency. A request no queue can take is `saturated`.
+    // Per edge, `connections` keep-alive connections, each a task, sharing one queue. A
+    // request is queued at its intended time on its owner's queue (or the next edge's in
+    // turn); its latency counts from that time, so a queue that backs up shows as
+    // latency. A request a full queue cannot take is `saturated`.
     let (client, robin) = match target {
         Target::Region(c) => (c, None),
         Target::RoundRobin(c, addrs) => (c, Some(addrs.clone())),
